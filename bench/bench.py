@@ -1,0 +1,172 @@
+"""Keyfob's hot paths against a bare Flask route in the same app, called as a WSGI app (no test client).
+
+    .venv/bin/python bench/bench.py [--rounds 7] [--tokens 1000000]
+
+Prints req/s and p50/p99 for a bare route and the bearer-protected /api/me, flows/s for a whole flow
+(authorization GET → consent POST → token POST), each as a ratio to the bare route measured in the same
+round (median over rounds), then the bearer ratio again with --tokens rows stored.
+"""
+import argparse
+import io
+import os
+import re
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from werkzeug.security import generate_password_hash  # noqa: E402
+
+from app import create_app  # noqa: E402
+from models import AccessToken, Client, User, db, s256  # noqa: E402
+
+REDIRECT_URI = "http://127.0.0.1:9/callback"
+
+
+class Caller:
+    """Calls the WSGI app with a hand-built environ, the way a server would."""
+
+    def __init__(self, app):
+        self.app, self.cookie, self.address = app, "", 0
+
+    def __call__(self, method, path, query="", body=b"", headers=(), browser=True):
+        self.address = (self.address + 1) % 4096  # many addresses: rate limits are counted, never hit
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
+                   "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+                   "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+                   "wsgi.multiprocess": False, "wsgi.run_once": False, "CONTENT_LENGTH": str(len(body)),
+                   "REMOTE_ADDR": f"10.{self.address >> 16 & 255}.{self.address >> 8 & 255}.{self.address & 255}",
+                   "HTTP_COOKIE": self.cookie if browser else ""}
+        if body:
+            environ["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
+        environ.update(headers)
+        status = {}
+        chunks = self.app(environ, lambda code, response_headers, exc_info=None: status.update(
+            code=int(code[:3]), headers=response_headers))
+        try:
+            payload = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()
+        for name, value in status["headers"]:
+            if name == "Set-Cookie" and value.startswith("session="):
+                self.cookie = value.split(";")[0]
+        return status["code"], dict(status["headers"]), payload
+
+
+def setup(directory):
+    app = create_app({"SECRET_KEY": "bench-" + "k" * 40, "ISSUER": "http://127.0.0.1:8000",
+                      "DATABASE_URL": f"sqlite:///{directory}/keyfob.db", "RATELIMIT_ENABLED": True})
+    app.add_url_rule("/bench/bare", "bare", lambda: {"user": "alice", "scope": "read", "client_id": None})
+    user = User.create(username="alice", password_digest=generate_password_hash("pw"))
+    oauth_client = Client.create(name="Bench", redirect_uris=[REDIRECT_URI], dynamically_registered=True)
+    token = AccessToken.issue(user, oauth_client).token
+    call = Caller(app)
+    form = call("GET", "/session/new")[2].decode()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)[1]
+    assert call("POST", "/session", body=urlencode({"username": "alice", "password": "pw", "csrf_token": csrf}).encode())[0] == 302
+    return app, call, oauth_client.client_id, token
+
+
+def flow(call, client_id):
+    verifier, state = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+    params = {"client_id": client_id, "redirect_uri": REDIRECT_URI, "response_type": "code", "state": state,
+              "code_challenge": s256(verifier), "code_challenge_method": "S256", "scope": "read"}
+    status, _, page = call("GET", "/oauth/authorization/new", query=urlencode(params))
+    assert status == 200 and b"Approve" in page, status
+    csrf = re.search(rb'name="csrf_token" value="([^"]+)"', page)[1].decode()
+    status, headers, _ = call("POST", "/oauth/authorization",
+                              body=urlencode({**params, "decision": "approve", "csrf_token": csrf}).encode())
+    answer = parse_qs(urlsplit(headers["Location"]).query)
+    assert status == 302 and answer["state"] == [state]
+    status, _, body = call("POST", "/oauth/token", body=urlencode({
+        "grant_type": "authorization_code", "client_id": client_id, "code": answer["code"][0],
+        "code_verifier": verifier, "redirect_uri": REDIRECT_URI}).encode())
+    assert status == 200 and b"access_token" in body, body
+
+
+def timed(operation, count, seconds):
+    """Per-call latencies of operation, up to count calls or seconds, whichever comes first."""
+    latencies, deadline = [], time.perf_counter() + seconds
+    while len(latencies) < count and time.perf_counter() < deadline:
+        start = time.perf_counter()
+        operation()
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def summary(latencies):
+    ordered = sorted(latencies)
+    return {"rate": len(ordered) / sum(ordered), "p50": ordered[len(ordered) // 2] * 1e3,
+            "p99": ordered[int(len(ordered) * 0.99)] * 1e3}
+
+
+def measure(rounds, targets):
+    """Each round visits every target (order rotated); returns per-target summaries and per-round ratios to bare."""
+    results = {name: [] for name in targets}
+    names = list(targets)
+    for round_number in range(rounds):
+        order = names[round_number % len(names):] + names[:round_number % len(names)]
+        for name in order:
+            operation, count, seconds = targets[name]
+            results[name].append(summary(timed(operation, count, seconds)))
+    return results
+
+
+def report(results, rounds):
+    bare = [r["rate"] for r in results["bare"]]
+    for name, runs in results.items():
+        ratios = [run["rate"] / bare[i] for i, run in enumerate(runs)]
+        print(f"  {name:<14} {statistics.median(r['rate'] for r in runs):>9,.0f}/s   p50 "
+              f"{statistics.median(r['p50'] for r in runs):6.3f} ms   p99 {statistics.median(r['p99'] for r in runs):6.3f} ms"
+              f"   ÷ bare {statistics.median(ratios):5.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}, {rounds} rounds)")
+    return {name: statistics.median(run["rate"] / bare[i] for i, run in enumerate(runs)) for name, runs in results.items()}
+
+
+def store_tokens(user_id, count):
+    """Bulk-insert personal tokens (random digests) until the table holds count rows."""
+    missing = count - AccessToken.select().count()
+    stamp = int(time.time())
+    with db.atomic():
+        for start in range(0, missing, 50_000):
+            rows = [(secrets.token_hex(32), "kf_pat_bench", user_id, "read", stamp)
+                    for _ in range(min(50_000, missing - start))]
+            db.execute_sql("INSERT INTO access_tokens (digest, display_prefix, user_id, scope, created_at) VALUES "
+                           + ",".join(["(?, ?, ?, ?, ?)"] * len(rows)), [value for row in rows for value in row])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--tokens", type=int, default=1_000_000, help="rows for the large-table bearer run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        os.environ["KEYFOB_INSTANCE_PATH"] = directory
+        app, call, client_id, token = setup(directory)
+        bearer = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+        bare_target = (lambda: call("GET", "/bench/bare", browser=False), 3000, 1.0)
+        bearer_target = (lambda: call("GET", "/api/me", headers=bearer, browser=False), 3000, 1.0)
+        for _ in range(200):  # warm-up
+            bare_target[0](), bearer_target[0]()
+        flow(call, client_id)
+
+        store_tokens(1, 1_000)
+        print(f"Keyfob, WSGI called directly, SQLite WAL, {AccessToken.select().count():,} tokens stored")
+        ratios = report(measure(args.rounds, {"bare": bare_target, "bearer /api/me": bearer_target,
+                                              "flow": (lambda: flow(call, client_id), 300, 1.5)}), args.rounds)
+        print(f"  → bearer = {ratios['bearer /api/me']:.2f}× bare (target ≥ 0.75);"
+              f" one flow = {1 / ratios['flow']:.1f} bare requests (target ≤ 6)")
+
+        store_tokens(1, args.tokens)
+        print(f"\nThe same bearer check with {AccessToken.select().count():,} tokens stored")
+        large = report(measure(args.rounds, {"bare": bare_target, "bearer /api/me": bearer_target}), args.rounds)
+        print(f"  → bearer rate at {args.tokens:,} tokens = {large['bearer /api/me'] / ratios['bearer /api/me']:.2f}×"
+              " the rate at 1,000 (each as a ratio to bare; target ≥ 0.9)")
+        db.close()
+
+
+if __name__ == "__main__":
+    main()

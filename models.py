@@ -1,0 +1,321 @@
+"""Keyfob's domain: users, OAuth clients, access tokens, and the sealed authorization code."""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from flask import current_app
+from peewee import (BooleanField, CharField, DatabaseProxy, ForeignKeyField, IntegerField,
+                    IntegrityError, Model, SqliteDatabase, TextField)
+from playhouse.db_url import connect as connect_url
+from werkzeug.security import check_password_hash, generate_password_hash
+
+db = DatabaseProxy()
+
+SCOPES = ("read", "write")
+LOOPBACK_URI = re.compile(
+    r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(0|[1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
+CODE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+
+
+def connect(url):
+    """A peewee database for a URL; a SQLite file runs in WAL mode and waits out short locks."""
+    if url.startswith("sqlite:///"):
+        return SqliteDatabase(url.removeprefix("sqlite:///"), pragmas={
+            "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10_000})
+    return connect_url(url)
+
+
+def create_tables():
+    db.create_tables([User, Client, AccessToken, RedeemedCode], safe=True)
+
+
+def now():
+    return int(time.time())
+
+
+def canonical_scope(value):
+    """"read" or "read write" for a valid scope string (write includes read), else None."""
+    words = value.split(" ") if isinstance(value, str) else None
+    if not words or any(word not in SCOPES for word in words):
+        return None
+    return "read write" if "write" in words else "read"
+
+
+def s256(verifier):
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def digest(secret):
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def loopback_parts(uri):
+    """(host, port, path and query) of an http loopback URI with a plain authority, else None."""
+    match = LOOPBACK_URI.fullmatch(uri) if isinstance(uri, str) else None
+    if not match or int(match[2] or 0) > 65535:
+        return None
+    rest = match[3] or ""
+    segments = rest.split("?")[0].lower().replace("%2e", ".").split("/")
+    if "#" in rest or "\\" in rest or "." in segments or ".." in segments:
+        return None
+    return match[1], match[2], rest
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+
+    @classmethod
+    def find_by(cls, column, value):
+        """The row whose unique column holds value, or None: fixed SQL, as peewee's query builder
+        costs some thirty times the query itself on the request path."""
+        rows = list(cls.raw(f"SELECT * FROM {cls._meta.table_name} WHERE {column} = {db.param}", value))
+        return rows[0] if rows else None
+
+
+class User(BaseModel):
+    username = CharField(max_length=150, unique=True)
+    password_digest = CharField(max_length=255)
+    created_at = IntegerField(default=now)
+
+    USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}")
+
+    class Meta:
+        table_name = "users"
+
+    @classmethod
+    def register(cls, username, password):
+        """A new user, or a ValueError that says what is wrong with the name or password."""
+        if not cls.USERNAME.fullmatch(username or ""):
+            raise ValueError("A username is 1 to 150 letters, digits or . _ @ + - and starts with a letter or digit")
+        if not password:
+            raise ValueError("The password must not be empty")
+        try:
+            with db.atomic():
+                return cls.create(username=username, password_digest=generate_password_hash(password))
+        except IntegrityError:
+            raise ValueError(f"A user named {username!r} already exists") from None
+
+    @classmethod
+    def authenticate(cls, username, password):
+        """The user these credentials name, else None; as slow for an unknown name as for a wrong password."""
+        user = cls.find_by("username", username) if cls.USERNAME.fullmatch(username) else None
+        matches = check_password_hash(user.password_digest if user else _absent_user_digest(), password)
+        return user if user and matches else None
+
+
+@lru_cache(maxsize=1)
+def _absent_user_digest():
+    return generate_password_hash(secrets.token_urlsafe())
+
+
+class Client(BaseModel):
+    client_id = CharField(max_length=64, unique=True, default=lambda: secrets.token_urlsafe(24))
+    name = CharField(max_length=255)
+    redirect_uris_json = TextField(column_name="redirect_uris")
+    scope = CharField(max_length=32, default="read")
+    dynamically_registered = BooleanField(default=False)
+    created_at = IntegerField(default=now)
+
+    MAX_REDIRECT_URIS = 10
+    MAX_REDIRECT_URI_LENGTH = 512
+
+    class Meta:
+        table_name = "clients"
+
+    @property
+    def redirect_uris(self):
+        return json.loads(self.redirect_uris_json)
+
+    @redirect_uris.setter
+    def redirect_uris(self, uris):
+        self.redirect_uris_json = json.dumps(list(uris))
+
+    @classmethod
+    def registrable_redirect(cls, uri):
+        """Dynamically registered clients may only redirect to http loopback (RFC 8252 §7.3)."""
+        return isinstance(uri, str) and len(uri) <= cls.MAX_REDIRECT_URI_LENGTH and loopback_parts(uri) is not None
+
+    def allows_redirect(self, uri):
+        """An exact match, or a loopback URI that differs from a registered one only in its port."""
+        if not isinstance(uri, str):
+            return False
+        if uri in self.redirect_uris:
+            return True
+        requested = loopback_parts(uri)
+        if not requested or requested[1] == "0":
+            return False
+        return any((parts[0], parts[2]) == (requested[0], requested[2])
+                   for parts in map(loopback_parts, self.redirect_uris) if parts)
+
+    def registration(self):
+        """The client's metadata as RFC 7591 §3.2.1 returns it: what is stored, and no nulls."""
+        return {"client_id": self.client_id, "client_id_issued_at": self.created_at,
+                "client_name": self.name, "redirect_uris": self.redirect_uris,
+                "grant_types": ["authorization_code"], "response_types": ["code"],
+                "token_endpoint_auth_method": "none", "scope": self.scope}
+
+
+class BearerToken(NamedTuple):
+    """What a presented access token grants: who, through which client, for what."""
+    id: int
+    username: str
+    client_id: str | None
+    scope: str
+    resource: str | None
+
+    def allows(self, method):
+        return method in ("GET", "HEAD") or "write" in self.scope.split(" ")
+
+
+class AccessToken(BaseModel):
+    digest = CharField(max_length=64, unique=True)
+    display_prefix = CharField(max_length=16)
+    user = ForeignKeyField(User, backref="access_tokens", on_delete="CASCADE")
+    oauth_client = ForeignKeyField(Client, null=True, backref="access_tokens", on_delete="CASCADE",
+                                   column_name="oauth_client_id")
+    scope = CharField(max_length=32, default="read")
+    resource = CharField(max_length=2048, null=True)
+    code_jti = CharField(max_length=64, null=True, unique=True)
+    description = CharField(max_length=255, null=True)
+    created_at = IntegerField(default=now)
+    last_used_at = IntegerField(null=True)
+
+    MAX_LENGTH = 128
+    USE_RECORDED_EVERY = 60
+
+    class Meta:
+        table_name = "access_tokens"
+
+    @classmethod
+    def issue(cls, user, client=None, scope="read", resource=None, code_jti=None, description=None):
+        """Mint a token; only its SHA-256 digest is stored, the plaintext lives on the returned row."""
+        kind = "kf_at_" if client else "kf_pat_"
+        token = kind + secrets.token_urlsafe(32)
+        fields = {"digest": digest(token), "display_prefix": token[:len(kind) + 6], "scope": scope,
+                  "resource": resource, "code_jti": code_jti, "description": description, "created_at": now()}
+        columns = {**fields, "user_id": user.id, "oauth_client_id": client.id if client else None}
+        inserted = db.execute_sql(f"INSERT INTO access_tokens ({', '.join(columns)}) VALUES"
+                                  f" ({', '.join([db.param] * len(columns))}) RETURNING id", list(columns.values()))
+        row = cls(id=inserted.fetchall()[0][0], user=user, oauth_client=client, **fields)
+        row.token = token
+        return row
+
+    @classmethod
+    def redeem(cls, code, user, client):
+        """The token for a code, minted once; a second redemption deletes the first's token (RFC 6749 §4.1.2)."""
+        try:
+            with db.atomic():
+                RedeemedCode.spend(code.jti)
+                return cls.issue(user, client, scope=code.scope, resource=code.resource, code_jti=code.jti)
+        except IntegrityError:
+            cls.delete().where(cls.code_jti == code.jti).execute()
+            return None
+
+    @classmethod
+    def authenticate(cls, token, at=None):
+        """The BearerToken a presented token stands for, else None; records its use at most once a minute."""
+        if not isinstance(token, str) or not token.startswith("kf_") or len(token) > cls.MAX_LENGTH:
+            return None
+        row = db.execute_sql(
+            "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.last_used_at FROM access_tokens t"
+            " JOIN users u ON u.id = t.user_id LEFT JOIN clients c ON c.id = t.oauth_client_id"
+            f" WHERE t.digest = {db.param}", (digest(token),)).fetchone()
+        if row is None:
+            return None
+        at = at or now()
+        if row[5] is None or at - row[5] >= cls.USE_RECORDED_EVERY:
+            db.execute_sql(f"UPDATE access_tokens SET last_used_at = {db.param} WHERE id = {db.param}", (at, row[0]))
+        return BearerToken(*row[:5])
+
+    @classmethod
+    def revoke(cls, token, client=None):
+        """Delete a token its presenter may revoke: a personal one by anyone, an OAuth one only by its client."""
+        row = cls.get_or_none(cls.digest == digest(token))
+        if row and (row.oauth_client_id is None or (client and row.oauth_client_id == client.id)):
+            row.delete_instance()
+            return True
+        return False
+
+
+class RedeemedCode(BaseModel):
+    """The jti of each code redeemed within its lifetime: a code stays spent after its token is gone,
+    whether a replay or a revocation deleted it, so no racer or later replay can redeem it again."""
+    jti = CharField(max_length=64, primary_key=True)
+    redeemed_at = IntegerField(default=now, index=True)
+
+    class Meta:
+        table_name = "redeemed_codes"
+
+    @classmethod
+    def spend(cls, jti, at=None):
+        """Record the jti, or raise IntegrityError if it was spent; forget jtis of codes long expired."""
+        at = at or now()
+        db.execute_sql(f"DELETE FROM redeemed_codes WHERE redeemed_at < {db.param}", (at - 2 * AuthorizationCode.TTL,))
+        db.execute_sql(f"INSERT INTO redeemed_codes (jti, redeemed_at) VALUES ({db.param}, {db.param})", (jti, at))
+
+
+@dataclass(frozen=True)
+class AuthorizationCode:
+    """A grant of 60 seconds, sealed (AES-GCM) into the code itself: nothing is stored until redemption."""
+    client_id: str
+    user_id: int
+    redirect_uri: str
+    scope: str
+    code_challenge: str
+    resource: str | None = None
+    jti: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    issued_at: int = field(default_factory=now)
+
+    TTL = 60
+    CLOCK_SKEW = 5
+    PURPOSE = b"keyfob/authorization codes"
+    SEALED = re.compile(r"[A-Za-z0-9_-]{40,2048}")
+
+    def seal(self):
+        nonce = os.urandom(12)
+        payload = json.dumps(asdict(self), separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(nonce + _code_cipher().encrypt(nonce, payload, self.PURPOSE)).rstrip(b"=").decode()
+
+    @classmethod
+    def unseal(cls, sealed, at=None):
+        """The code, if it was sealed with our key and is under 60 seconds old; else None."""
+        if not isinstance(sealed, str) or not cls.SEALED.fullmatch(sealed):
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+            code = cls(**json.loads(_code_cipher().decrypt(raw[:12], raw[12:], cls.PURPOSE)))
+        except (ValueError, TypeError, InvalidTag):
+            return None
+        age = (at or time.time()) - code.issued_at
+        return code if -cls.CLOCK_SKEW <= age < cls.TTL else None
+
+    def verifies(self, verifier):
+        """PKCE S256 (RFC 7636 §4.6): a well-formed verifier whose hash is the challenge."""
+        if not isinstance(verifier, str) or not CODE_VERIFIER.fullmatch(verifier):
+            return False
+        return hmac.compare_digest(s256(verifier), self.code_challenge)
+
+
+def _code_cipher():
+    return _cipher_for(current_app.secret_key)
+
+
+@lru_cache(maxsize=4)
+def _cipher_for(secret_key):
+    secret = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=AuthorizationCode.PURPOSE).derive(secret)
+    return AESGCM(key)

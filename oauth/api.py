@@ -1,0 +1,23 @@
+"""The built-in protected API: what a bearer token lets a client see and do."""
+from flask import Blueprint, g
+
+from models import AccessToken
+from oauth.authentication import bearer_token_required
+
+bp = Blueprint("api", __name__)
+
+
+@bp.get("/api/me")
+@bearer_token_required
+def show():
+    """Who the token acts for, with which scope, through which client (null for a personal token)."""
+    token = g.access_token
+    return {"user": token.username, "scope": token.scope, "client_id": token.client_id}
+
+
+@bp.delete("/api/token")
+@bearer_token_required
+def destroy():
+    """Revoke the token this request carries (a client signing itself out)."""
+    AccessToken.delete_by_id(g.access_token.id)
+    return "", 204

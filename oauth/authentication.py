@@ -1,0 +1,71 @@
+"""Who is asking: the signed-in user of a page, the client at a machine endpoint, the bearer of a token."""
+from functools import wraps
+
+from flask import g, redirect, request, session, url_for
+
+from models import AccessToken, Client, User
+from oauth import OAuthError, issuer, optional_param
+
+
+def current_user():
+    if "user" not in g:
+        user_id = session.get("user_id")
+        g.user = User.find_by("id", user_id) if isinstance(user_id, int) else None
+    return g.user
+
+
+def sign_in(user):
+    session.clear()
+    session["user_id"] = user.id
+
+
+def require_sign_in():
+    """Send a browser to sign in, remembering where it was going (never a ?next= parameter)."""
+    session["return_to"] = request.full_path
+    return redirect(url_for("sessions.new"))
+
+
+def login_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        return view(*args, **kwargs) if current_user() else require_sign_in()
+    return wrapper
+
+
+def authenticate_client(params):
+    """The public client a token or revocation request names (RFC 6749 §2.3, §3.2.1)."""
+    client_id = optional_param(params, "client_id")
+    if client_id is None:
+        raise OAuthError("invalid_request", "Missing or malformed parameter: client_id")
+    client = Client.find_by("client_id", client_id)
+    if client is None:
+        raise OAuthError("invalid_client", "Client authentication failed")
+    return client
+
+
+def bearer_token_required(view):
+    """Let a request through with a valid bearer token whose scope allows its method (RFC 6750)."""
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if "access_token" in request.args or "access_token" in request.form:
+            return challenge(400, "invalid_request", "Send the access token in the Authorization header only")
+        if scheme.lower() != "bearer":
+            return challenge(401)
+        g.access_token = AccessToken.authenticate(token)
+        if g.access_token is None:
+            return challenge(401, "invalid_token", "The access token is invalid or revoked")
+        if not g.access_token.allows(request.method):
+            return challenge(403, "insufficient_scope", "The access token is read-only", scope="read write")
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def challenge(status, error=None, description=None, scope=None):
+    """An RFC 6750 §3 answer; with no credentials at all it carries no error code (§3.1)."""
+    attributes = {"resource_metadata": issuer() + "/.well-known/oauth-protected-resource",
+                  "error": error, "error_description": description, "scope": scope}
+    header = "Bearer " + ", ".join(f'{name}="{value}"' for name, value in attributes.items() if value)
+    body = {"error": error, "error_description": description} if error else {}
+    return body, status, {"WWW-Authenticate": header}

@@ -1,0 +1,114 @@
+"""The authorization endpoint: validate the request, ask the user, redirect with a code (RFC 6749 §4.1)."""
+from flask import Blueprint, g, redirect, render_template, request
+
+from models import CODE_CHALLENGE, AuthorizationCode, Client, canonical_scope, loopback_parts
+from oauth import OAuthError, is_parameter, issuer, optional_param, request_params, with_query
+from oauth.authentication import current_user, require_sign_in
+
+bp = Blueprint("authorizations", __name__)
+
+SCOPE_WORDS = {"read": "See your account and read your data",
+               "write": "Make changes to your data on your behalf"}
+
+
+@bp.get("/oauth/authorization/new")
+def new():
+    """Show the consent screen for a valid authorization request."""
+    grant = authorization_request()
+    if not current_user():
+        return require_sign_in()
+    host, port, _ = loopback_parts(g.redirect_uri) or (None, None, None)
+    return render_template("authorizations/new.html", client=g.client, grant=grant, state=g.get("state"),
+                           redirect_host=host, redirect_port=port or "80",
+                           scope_words=[SCOPE_WORDS[word] for word in grant["scope"].split(" ")])
+
+
+@bp.post("/oauth/authorization")
+def create():
+    """Approve or deny the request: redirect to the client with a code or access_denied (RFC 6749 §4.1.2)."""
+    grant = authorization_request()
+    if not current_user():
+        raise OAuthError("access_denied", "The user is not signed in")
+    if request.form.get("decision") != "approve":
+        raise OAuthError("access_denied", "The user denied the request")
+    code = AuthorizationCode(user_id=current_user().id, **grant)
+    return redirect_to_client(code=code.seal(), state=g.get("state"))
+
+
+def authorization_request():
+    """The request's grant, checked in the order that keeps errors off unvalidated redirect URIs."""
+    params = request_params()
+    g.client = find_client(params)
+    g.redirect_uri = require_redirect_uri(params)
+    g.state = require_state(params)
+    require_response_type(params)
+    return {"client_id": g.client.client_id, "redirect_uri": g.redirect_uri, "code_challenge": require_pkce(params),
+            "scope": require_scope(params), "resource": require_resource(params)}
+
+
+def find_client(params):
+    client_id = params.get("client_id")
+    client = Client.find_by("client_id", client_id) if is_parameter(client_id) else None
+    if client is None:
+        raise OAuthError("invalid_request", "Unknown client")
+    return client
+
+
+def require_redirect_uri(params):
+    redirect_uri = params.get("redirect_uri")
+    if not g.client.allows_redirect(redirect_uri):
+        raise OAuthError("invalid_request", "The redirect_uri is missing or not registered for this client")
+    return redirect_uri
+
+
+def require_state(params):
+    state = params.get("state")
+    if state is not None and not is_parameter(state):
+        raise OAuthError("invalid_request", "Malformed parameter: state")
+    return state
+
+
+def require_response_type(params):
+    if params.get("response_type") != "code":
+        raise OAuthError("unsupported_response_type", "Only the code response type is supported")
+
+
+def require_pkce(params):
+    if params.get("code_challenge_method") != "S256":
+        raise OAuthError("invalid_request", "code_challenge_method must be S256")
+    challenge = params.get("code_challenge")
+    if not isinstance(challenge, str) or not CODE_CHALLENGE.fullmatch(challenge):
+        raise OAuthError("invalid_request", "code_challenge must be 43 base64url characters")
+    return challenge
+
+
+def require_scope(params):
+    scope = canonical_scope(optional_param(params, "scope") or "read")
+    if scope is None:
+        raise OAuthError("invalid_scope", "Scope must be read, write or both")
+    return scope
+
+
+def require_resource(params):
+    resource = optional_param(params, "resource")
+    if resource is not None and resource not in (issuer(), issuer() + "/"):
+        raise OAuthError("invalid_target", "Unknown resource")
+    return resource and issuer()
+
+
+def redirect_to_client(**params):
+    params = {name: value for name, value in params.items() if value is not None} | {"iss": issuer()}
+    return redirect(with_query(g.redirect_uri, params))
+
+
+@bp.errorhandler(OAuthError)
+def redirect_with_error(error):
+    if "redirect_uri" in g:
+        return redirect_to_client(**error.as_params(), state=g.get("state"))
+    return render_template("authorizations/error.html", error=error), error.status
+
+
+@bp.after_request
+def forbid_caching(response):
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,73 @@
+"""Dynamic client registration for MCP clients on loopback redirects (RFC 7591)."""
+import unicodedata
+
+from flask import Blueprint, request
+
+from models import Client, canonical_scope
+from oauth import OAuthError, limiter
+
+bp = Blueprint("clients", __name__)
+
+DEFAULT_NAME = "MCP Client"
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+
+
+@bp.post("/oauth/clients")
+@limiter.limit("10/minute")
+def create():
+    """Register a public client whose redirect URIs are all http loopback URIs (RFC 7591 §3.1, RFC 8252 §7.3)."""
+    metadata = require_json_object()
+    require_public(metadata)
+    require_code_flow(metadata)
+    client = Client.create(name=client_name(metadata), redirect_uris=require_redirect_uris(metadata),
+                           scope=registered_scope(metadata), dynamically_registered=True)
+    return client.registration(), 201, {"Cache-Control": "no-store"}
+
+
+def require_json_object():
+    metadata = request.get_json(silent=True) if request.mimetype == "application/json" else None
+    if not isinstance(metadata, dict):
+        raise OAuthError("invalid_client_metadata", "Send the client metadata as a JSON object")
+    return metadata
+
+
+def require_redirect_uris(metadata):
+    uris = metadata.get("redirect_uris")
+    if uris is None or uris == []:
+        raise OAuthError("invalid_client_metadata", "redirect_uris is required")
+    if not isinstance(uris, list) or len(uris) > Client.MAX_REDIRECT_URIS \
+            or not all(map(Client.registrable_redirect, uris)):
+        raise OAuthError("invalid_redirect_uri", f"redirect_uris must be at most {Client.MAX_REDIRECT_URIS} "
+                         "http loopback URIs (127.0.0.1, [::1] or localhost) with no fragment")
+    return uris
+
+
+def client_name(metadata):
+    name = metadata.get("client_name", DEFAULT_NAME)
+    if not isinstance(name, str) or len(name) > 255:
+        raise OAuthError("invalid_client_metadata", "client_name must be a string of at most 255 characters")
+    name = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf")).strip()
+    return name or DEFAULT_NAME
+
+
+def registered_scope(metadata):
+    scope = metadata.get("scope", "read")
+    if not isinstance(scope, str):
+        raise OAuthError("invalid_client_metadata", "scope must be a space-separated string")
+    words = [word for word in scope.split() if canonical_scope(word)]
+    return canonical_scope(" ".join(words) or "read")
+
+
+def require_public(metadata):
+    # A self-registered client gets no secret: it is a public client, and RFC 7591 §3.2.1 lets the
+    # server replace a requested secret method with the one it supports, which MCP SDK defaults expect.
+    method = metadata.get("token_endpoint_auth_method", "none")
+    if method not in ("none", *SECRET_METHODS):
+        raise OAuthError("invalid_client_metadata", "token_endpoint_auth_method must be none")
+
+
+def require_code_flow(metadata):
+    for name, needed in (("grant_types", "authorization_code"), ("response_types", "code")):
+        values = metadata.get(name, [needed])
+        if not isinstance(values, list) or needed not in values:
+            raise OAuthError("invalid_client_metadata", f"{name} must include {needed}")

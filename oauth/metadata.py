@@ -1,0 +1,36 @@
+"""Discovery documents: authorization server metadata (RFC 8414) and protected resource metadata (RFC 9728)."""
+from flask import Blueprint
+
+from models import SCOPES
+from oauth import issuer
+
+bp = Blueprint("metadata", __name__)
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+def authorization_server():
+    """Describe this authorization server; every endpoint and the issuer come from one string."""
+    base = issuer()
+    return {
+        "issuer": base,
+        "authorization_endpoint": f"{base}/oauth/authorization/new",
+        "token_endpoint": f"{base}/oauth/token",
+        "registration_endpoint": f"{base}/oauth/clients",
+        "revocation_endpoint": f"{base}/oauth/revocation",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": list(SCOPES),
+        "authorization_response_iss_parameter_supported": True,
+    }
+
+
+@bp.get("/.well-known/oauth-protected-resource")
+@bp.get("/.well-known/oauth-protected-resource/api/<path:path>")
+def protected_resource(path=None):
+    """Describe the built-in API as a resource whose tokens this server issues."""
+    return {"resource": issuer(), "authorization_servers": [issuer()], "bearer_methods_supported": ["header"],
+            "scopes_supported": list(SCOPES), "resource_name": "Keyfob API"}

@@ -1,0 +1,19 @@
+"""The revocation endpoint (RFC 7009)."""
+from flask import Blueprint
+
+from models import AccessToken
+from oauth import limiter, request_params, require_params
+from oauth.authentication import authenticate_client
+
+bp = Blueprint("revocations", __name__)
+
+
+@bp.post("/oauth/revocation")
+@limiter.limit("20/minute")
+def create():
+    """Revoke a token: a personal one by whoever holds it, an OAuth one only by the client it was issued to."""
+    params = request_params()
+    (token,) = require_params(params, "token")
+    client = authenticate_client(params) if "client_id" in params else None
+    AccessToken.revoke(token, client)
+    return "", 200  # unknown and foreign tokens too, so revocation is no oracle (RFC 7009 §2.2)

@@ -1,0 +1,116 @@
+import re
+import secrets
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from werkzeug.security import generate_password_hash
+
+from app import create_app
+from models import AccessToken, Client, User, db, s256
+
+ISSUER = "http://localhost"
+PASSWORD = "correct horse battery staple"
+REDIRECT_URI = "http://127.0.0.1:8765/callback"
+
+
+@pytest.fixture
+def config(tmp_path):
+    return {"TESTING": True, "SECRET_KEY": "test-" + "k" * 40, "ISSUER": ISSUER,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/keyfob.db", "RATELIMIT_ENABLED": False}
+
+
+@pytest.fixture
+def app(config, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEYFOB_INSTANCE_PATH", str(tmp_path / "instance"))
+    yield create_app(config)
+    db.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def password_digest():
+    """Hashed once: scrypt is slow on purpose, and every user here shares the password."""
+    return generate_password_hash(PASSWORD)
+
+
+@pytest.fixture
+def user(app, password_digest):
+    return User.create(username="alice", password_digest=password_digest)
+
+
+@pytest.fixture
+def other_user(app, password_digest):
+    return User.create(username="mallory", password_digest=password_digest)
+
+
+@pytest.fixture
+def oauth_client(app):
+    return Client.create(name="Test App", redirect_uris=[REDIRECT_URI], dynamically_registered=True)
+
+
+@pytest.fixture
+def other_oauth_client(app):
+    return Client.create(name="Other App", redirect_uris=["http://127.0.0.1:9999/cb"], dynamically_registered=True)
+
+
+@pytest.fixture
+def access_token(user, oauth_client):
+    return AccessToken.issue(user, oauth_client, scope="read")
+
+
+@pytest.fixture
+def pkce():
+    verifier = secrets.token_urlsafe(48)
+    return verifier, s256(verifier)
+
+
+@pytest.fixture
+def authorize_params(oauth_client, pkce):
+    return {"client_id": oauth_client.client_id, "redirect_uri": REDIRECT_URI, "response_type": "code",
+            "code_challenge": pkce[1], "code_challenge_method": "S256", "state": "xyz-state", "scope": "read"}
+
+
+def csrf_token(response):
+    return re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))[1]
+
+
+def query(response):
+    """The query of a redirect's Location, one value per name."""
+    return {name: values[0] for name, values in parse_qs(urlsplit(response.location).query).items()}
+
+
+def sign_in(client, username="alice", password=PASSWORD):
+    token = csrf_token(client.get("/session/new"))
+    return client.post("/session", data={"username": username, "password": password, "csrf_token": token})
+
+
+@pytest.fixture
+def signed_in(client, user):
+    assert sign_in(client).status_code == 302
+    return user
+
+
+@pytest.fixture
+def approve(client):
+    """Open the consent screen for params and press a button; returns the redirect response."""
+    def approve(params, decision="approve"):
+        page = client.get("/oauth/authorization/new", query_string=params)
+        assert page.status_code == 200, page.get_data(as_text=True)
+        return client.post("/oauth/authorization", data={**params, "decision": decision, "csrf_token": csrf_token(page)})
+    return approve
+
+
+@pytest.fixture
+def code(signed_in, approve, authorize_params):
+    return query(approve(authorize_params))["code"]
+
+
+@pytest.fixture
+def exchange(oauth_client, pkce, code):
+    """A valid token request for the code."""
+    return {"grant_type": "authorization_code", "client_id": oauth_client.client_id, "code": code,
+            "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI}

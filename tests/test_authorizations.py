@@ -1,0 +1,162 @@
+"""The authorization endpoint: consent, and errors that never leave for an unvalidated redirect."""
+import pytest
+
+from conftest import REDIRECT_URI, csrf_token, query
+
+
+def test_authorization_asks_a_signed_out_user_to_sign_in_first(client, user, authorize_params):
+    response = client.get("/oauth/authorization/new", query_string=authorize_params)
+    assert response.status_code == 302 and response.location == "/session/new"
+
+
+def test_authorization_shows_the_consent_screen(client, signed_in, authorize_params):
+    response = client.get("/oauth/authorization/new", query_string={**authorize_params, "scope": "write"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Test App" in page and "chosen by the app itself" in page
+    assert "127.0.0.1</strong> port <strong>8765" in page
+    assert "Make changes to your data" in page and "See your account" in page
+    assert 'value="approve"' in page and 'value="deny"' in page
+
+
+def test_consent_screen_cannot_be_framed_or_cached_and_does_not_restrict_form_action(client, signed_in, authorize_params):
+    response = client.get("/oauth/authorization/new", query_string=authorize_params)
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert "form-action" not in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_consent_escapes_the_self_declared_client_name(client, signed_in, oauth_client, authorize_params):
+    oauth_client.name = '<script>alert("x")</script>'
+    oauth_client.save()
+    page = client.get("/oauth/authorization/new", query_string=authorize_params).get_data(as_text=True)
+    assert "<script>alert" not in page and "&lt;script&gt;" in page
+
+
+def test_authorization_rejects_an_unknown_client_with_a_page(client, signed_in, authorize_params):
+    response = client.get("/oauth/authorization/new", query_string={**authorize_params, "client_id": "nope"})
+    assert response.status_code == 400 and response.location is None
+    assert "invalid_request" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("redirect_uri", [
+    None, "", "http://localhost:8765/callback", "http://127.0.0.1:8765/callback/", "http://127.0.0.1:8765/other",
+    "http://127.0.0.1:8765/callback?x=1", "http://127.0.0.1:8765/callback#f", "https://127.0.0.1:8765/callback",
+    "http://127.0.0.1:8765@evil.example/callback", "http://evil.example/callback", "javascript:alert(1)",
+    [REDIRECT_URI, "http://evil.example/"]])
+def test_authorization_never_redirects_to_an_unregistered_uri(client, signed_in, authorize_params, redirect_uri):
+    params = {**authorize_params, "redirect_uri": redirect_uri}
+    if redirect_uri is None:
+        del params["redirect_uri"]
+    response = client.get("/oauth/authorization/new", query_string=params)
+    assert response.status_code == 400 and response.location is None
+
+
+def test_authorization_accepts_another_loopback_port(client, signed_in, approve, authorize_params):
+    response = approve({**authorize_params, "redirect_uri": "http://127.0.0.1:51000/callback"})
+    assert response.location.startswith("http://127.0.0.1:51000/callback?code=")
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"response_type": "token"}, "unsupported_response_type"),
+    ({"response_type": None}, "unsupported_response_type"),
+    ({"code_challenge": None}, "invalid_request"),
+    ({"code_challenge_method": None}, "invalid_request"),
+    ({"code_challenge_method": "plain"}, "invalid_request"),
+    ({"code_challenge_method": "s256"}, "invalid_request"),
+    ({"code_challenge": "short"}, "invalid_request"),
+    ({"code_challenge": "a" * 44}, "invalid_request"),
+    ({"code_challenge": "+" * 43}, "invalid_request"),
+    ({"scope": "admin"}, "invalid_scope"),
+    ({"scope": "read admin"}, "invalid_scope"),
+    ({"resource": "http://evil.example"}, "invalid_target"),
+    ({"resource": "http://localhost/api"}, "invalid_target"),
+    ({"scope": ["read", "write"]}, "invalid_request")])
+def test_authorization_redirects_errors_with_state_and_iss(client, signed_in, authorize_params, change, error):
+    params = {**authorize_params, **change}
+    params = {name: value for name, value in params.items() if value is not None}
+    response = client.get("/oauth/authorization/new", query_string=params)
+    assert response.status_code == 302 and response.location.startswith(REDIRECT_URI + "?")
+    assert query(response)["error"] == error
+    assert query(response)["state"] == "xyz-state" and query(response)["iss"] == "http://localhost"
+
+
+def test_authorization_errors_reach_the_client_before_sign_in(client, user, authorize_params):
+    response = client.get("/oauth/authorization/new", query_string={**authorize_params, "code_challenge_method": "plain"})
+    assert query(response)["error"] == "invalid_request"
+
+
+def test_authorization_does_not_echo_a_state_over_the_cap(client, signed_in, authorize_params):
+    response = client.get("/oauth/authorization/new", query_string={**authorize_params, "state": "s" * 3000})
+    assert query(response)["error"] == "invalid_request" and "state" not in query(response)
+
+
+def test_approval_redirects_with_code_state_and_iss(signed_in, approve, authorize_params):
+    response = approve(authorize_params)
+    answer = query(response)
+    assert response.status_code == 302 and response.location.startswith(REDIRECT_URI + "?")
+    assert set(answer) == {"code", "state", "iss"}
+    assert answer["state"] == "xyz-state" and answer["iss"] == "http://localhost"
+
+
+def test_approval_without_state_sends_none_back(signed_in, approve, authorize_params):
+    del authorize_params["state"]
+    assert set(query(approve(authorize_params))) == {"code", "iss"}
+
+
+def test_approval_keeps_the_registered_query(client, signed_in, oauth_client, approve, authorize_params):
+    oauth_client.redirect_uris = ["http://127.0.0.1:8765/callback?app=cli"]
+    oauth_client.save()
+    response = approve({**authorize_params, "redirect_uri": "http://127.0.0.1:8765/callback?app=cli"})
+    assert response.location.startswith("http://127.0.0.1:8765/callback?app=cli&code=")
+
+
+def test_deny_redirects_with_access_denied(signed_in, approve, authorize_params):
+    answer = query(approve(authorize_params, decision="deny"))
+    assert answer["error"] == "access_denied" and answer["state"] == "xyz-state" and "code" not in answer
+
+
+def test_approval_without_a_csrf_token_changes_nothing(client, signed_in, authorize_params):
+    for token in (None, "forged"):
+        data = {**authorize_params, "decision": "approve"} | ({"csrf_token": token} if token else {})
+        response = client.post("/oauth/authorization", data=data)
+        assert response.status_code == 400 and response.location is None
+
+
+def test_approval_csrf_token_from_another_session_is_refused(app, client, signed_in, other_user, authorize_params):
+    other_browser = app.test_client()
+    from conftest import sign_in
+    sign_in(other_browser, "mallory")
+    token = csrf_token(other_browser.get("/oauth/authorization/new", query_string=authorize_params))
+    response = client.post("/oauth/authorization", data={**authorize_params, "decision": "approve", "csrf_token": token})
+    assert response.status_code == 400 and response.location is None
+
+
+def test_approval_revalidates_every_posted_field(client, signed_in, authorize_params):
+    token = csrf_token(client.get("/oauth/authorization/new", query_string=authorize_params))
+    tampered = {**authorize_params, "redirect_uri": "http://evil.example/cb", "decision": "approve", "csrf_token": token}
+    assert client.post("/oauth/authorization", data=tampered).location is None
+    tampered = {**authorize_params, "scope": "admin", "decision": "approve", "csrf_token": token}
+    assert query(client.post("/oauth/authorization", data=tampered))["error"] == "invalid_scope"
+
+
+def test_approval_by_get_is_impossible(client, signed_in, authorize_params):
+    response = client.get("/oauth/authorization", query_string={**authorize_params, "decision": "approve"})
+    assert response.status_code == 405
+
+
+def test_two_tabs_can_consent_at_once(client, signed_in, authorize_params):
+    first = client.get("/oauth/authorization/new", query_string=authorize_params)
+    second = client.get("/oauth/authorization/new", query_string={**authorize_params, "state": "other"})
+    for page, state in ((first, "xyz-state"), (second, "other")):
+        data = {**authorize_params, "state": state, "decision": "approve", "csrf_token": csrf_token(page)}
+        assert "code" in query(client.post("/oauth/authorization", data=data))
+
+
+def test_sign_in_returns_to_the_authorization_request_intact(client, user, authorize_params):
+    from conftest import sign_in
+    client.get("/oauth/authorization/new", query_string={**authorize_params, "state": "a b&c=d"})
+    response = sign_in(client)
+    resumed = client.get(response.location)
+    assert resumed.status_code == 200 and 'value="a b&amp;c=d"' in resumed.get_data(as_text=True)

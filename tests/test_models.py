@@ -1,0 +1,215 @@
+"""The rules that live on the models: redirect matching, the sealed code, PKCE, tokens, users."""
+import dataclasses
+
+import pytest
+
+from peewee import IntegrityError
+
+from models import AccessToken, AuthorizationCode, Client, RedeemedCode, User, canonical_scope, digest, s256
+
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+@pytest.fixture
+def loopback_client(app):
+    return Client(name="CLI", redirect_uris=["http://127.0.0.1:8765/callback?app=cli", "http://localhost/cb",
+                                             "http://[::1]:5000/cb"])
+
+
+@pytest.mark.parametrize("uri", [
+    "http://127.0.0.1:8765/callback?app=cli", "http://127.0.0.1:1/callback?app=cli",
+    "http://127.0.0.1/callback?app=cli", "http://localhost:65535/cb", "http://[::1]/cb", "http://[::1]:80/cb"])
+def test_client_allows_registered_uri_with_any_loopback_port(loopback_client, uri):
+    assert loopback_client.allows_redirect(uri)
+
+
+@pytest.mark.parametrize("uri", [
+    "http://localhost:8765/callback?app=cli",        # host spelling must match (RFC 8252 §8.3)
+    "http://127.0.0.1:8765/callback",               # query must match
+    "http://127.0.0.1:8765/callback?app=cli&x=1",
+    "http://127.0.0.1:8765/callback/?app=cli",       # path must match
+    "http://127.0.0.1:8765/Callback?app=cli",
+    "http://127.0.0.1:8765/callback?app=cli#frag",   # no fragments
+    "http://127.0.0.1:0/callback?app=cli", "http://127.0.0.1:65536/callback?app=cli",
+    "http://user@127.0.0.1:8765/callback?app=cli",    # no userinfo
+    "http://127.0.0.1@evil.example/callback?app=cli", "http://127.0.0.1.nip.io/callback?app=cli",
+    "https://127.0.0.1:8765/callback?app=cli",        # only http varies its port
+    "http://127.0.0.2:8765/callback?app=cli", "http://localhost.:80/cb", "HTTP://localhost/cb",
+    "http://localhost/cb/../cb", "http://localhost/cb\n", " http://localhost/cb", "", None, ["http://localhost/cb"]])
+def test_client_refuses_anything_but_a_port_change(loopback_client, uri):
+    assert not loopback_client.allows_redirect(uri)
+
+
+@pytest.mark.parametrize("uri", [
+    "http://127.0.0.1/cb", "http://127.0.0.1:0/cb", "http://[::1]:5555/cb", "http://localhost/callback",
+    "http://localhost:3000", "http://127.0.0.1:8080/oauth/callback?client=cli"])
+def test_dynamic_clients_may_register_http_loopback(uri):
+    assert Client.registrable_redirect(uri)
+
+
+@pytest.mark.parametrize("uri", [
+    "https://example.com/cb", "http://example.com/cb", "https://localhost/cb", "myapp://callback",
+    "http://evil.com:80@127.0.0.1/", "http://127.0.0.1@evil.com/", "http://localhost.evil.com/",
+    "http://127.0.0.1.nip.io/", "http://127.0.0.1/cb#", "http://127.0.0.1/cb#x", "/cb", "", "javascript:alert(1)",
+    "data:text/html,x", "JaVaScRiPt:alert(1)", "\thttp://127.0.0.1/cb", "http://127.0.0.1/c\nb",
+    "http://127.0.0.1/\x00", "http://127.0.0.1/c\x0bb", "http://127.0.0.1/a/../b", "http://127.0.0.1/a/%2e%2e/b",
+    "http://127.0.0.1/a/%2E/b", "http://127.0.0.1:65536/", "http://127.0.0.1:080/", "http://%6cocalhost/",
+    "http://LOCALHOST/", "http://[::ffff:127.0.0.1]/", "http://127.0.0.2/", "http://localhost./",
+    "http://127.0.0.1/é", "http://127.0.0.1/" + "a" * 600, 42, None])
+def test_dynamic_clients_may_not_register_other_redirects(uri):
+    assert not Client.registrable_redirect(uri)
+
+
+@pytest.mark.parametrize("value, canonical", [
+    ("read", "read"), ("write", "read write"), ("read write", "read write"), ("write read", "read write")])
+def test_scopes_are_canonical_with_write_including_read(value, canonical):
+    assert canonical_scope(value) == canonical
+
+
+@pytest.mark.parametrize("value", ["", " ", "admin", "read admin", "read  write", "READ", None, ["read"]])
+def test_unknown_or_malformed_scopes_have_no_canonical_form(value):
+    assert canonical_scope(value) is None
+
+
+def make_code(**overrides):
+    return AuthorizationCode(**{"client_id": "c1", "user_id": 7, "redirect_uri": "http://127.0.0.1/cb",
+                                "scope": "read", "code_challenge": CHALLENGE, "resource": None, **overrides})
+
+
+def test_code_round_trips_every_field_and_is_opaque(app):
+    with app.app_context():
+        code = make_code(client_id="client-visible-if-signed-only", resource="http://localhost")
+        sealed = code.seal()
+        assert AuthorizationCode.unseal(sealed) == code
+    assert "client-visible" not in sealed and CHALLENGE not in sealed and len(sealed) > 100
+
+
+def test_each_code_has_its_own_jti(app):
+    assert make_code().jti != make_code().jti
+
+
+def test_code_is_valid_at_55_seconds_and_expired_at_60(app):
+    with app.app_context():
+        sealed = make_code(issued_at=1_000_000).seal()
+        assert AuthorizationCode.unseal(sealed, at=1_000_055)
+        assert AuthorizationCode.unseal(sealed, at=1_000_060) is None
+        assert AuthorizationCode.unseal(sealed, at=1_000_000 - 30) is None
+
+
+def test_code_refuses_tampering_truncation_and_garbage(app):
+    with app.app_context():
+        sealed = make_code().seal()
+        flipped = sealed[:50] + ("A" if sealed[50] != "A" else "B") + sealed[51:]
+        for bad in (flipped, sealed[:-1], sealed + "A", sealed + "!", "", "garbage", "é" * 60, None, 42, "A" * 5000):
+            assert AuthorizationCode.unseal(bad) is None
+
+
+def test_code_sealed_under_another_secret_key_is_refused(app, config, tmp_path):
+    with app.app_context():
+        sealed = make_code().seal()
+    app.secret_key = "another-secret-key-entirely"
+    with app.app_context():
+        assert AuthorizationCode.unseal(sealed) is None
+
+
+def test_code_is_immutable():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        make_code().scope = "read write"
+
+
+def test_pkce_accepts_the_rfc_7636_example():
+    assert make_code().verifies(VERIFIER)
+
+
+@pytest.mark.parametrize("verifier", [VERIFIER[:-1] + "l", "short", "a" * 42, "a" * 129, VERIFIER + "!", "é" * 43,
+                                      "", None, [VERIFIER]])
+def test_pkce_refuses_wrong_or_malformed_verifiers(verifier):
+    assert not make_code().verifies(verifier)
+
+
+def test_pkce_refuses_a_malformed_verifier_even_when_its_hash_matches():
+    verifier = "!" * 43
+    assert not make_code(code_challenge=s256(verifier)).verifies(verifier)
+
+
+def test_access_token_is_stored_only_as_a_digest(user, oauth_client):
+    token = AccessToken.issue(user, oauth_client, scope="read write")
+    row = AccessToken.get_by_id(token.id)
+    assert token.token.startswith("kf_at_") and len(token.token) >= 6 + 43
+    assert row.digest == digest(token.token) and token.token not in (row.digest, row.display_prefix)
+    assert row.display_prefix == token.token[:12]
+
+
+def test_personal_tokens_have_their_own_prefix(user):
+    assert AccessToken.issue(user).token.startswith("kf_pat_")
+
+
+def test_authenticate_finds_the_token_and_refuses_others(access_token, oauth_client):
+    bearer = AccessToken.authenticate(access_token.token)
+    assert bearer == (access_token.id, "alice", oauth_client.client_id, "read", None)
+    for other in (access_token.token + "x", access_token.token[:-1], "kf_at_nope", "", None, "x" * 5000):
+        assert AccessToken.authenticate(other) is None
+
+
+def test_authenticate_records_use_at_most_once_a_minute(access_token):
+    AccessToken.authenticate(access_token.token, at=1_000)
+    AccessToken.authenticate(access_token.token, at=1_059)
+    assert AccessToken.get_by_id(access_token.id).last_used_at == 1_000
+    AccessToken.authenticate(access_token.token, at=1_060)
+    assert AccessToken.get_by_id(access_token.id).last_used_at == 1_060
+
+
+def test_read_tokens_allow_only_safe_methods(access_token):
+    bearer = AccessToken.authenticate(access_token.token)
+    assert bearer.allows("GET") and bearer.allows("HEAD") and not bearer.allows("POST")
+    assert bearer._replace(scope="read write").allows("DELETE")
+
+
+def test_a_code_redeems_once_and_the_second_redemption_revokes_the_first(user, oauth_client):
+    code = make_code(client_id=oauth_client.client_id, user_id=user.id)
+    first = AccessToken.redeem(code, user, oauth_client)
+    assert first and AccessToken.authenticate(first.token)
+    assert AccessToken.redeem(code, user, oauth_client) is None
+    assert AccessToken.authenticate(first.token) is None
+
+
+def test_a_code_stays_spent_after_its_token_is_revoked(user, oauth_client):
+    code = make_code(client_id=oauth_client.client_id, user_id=user.id)
+    first = AccessToken.redeem(code, user, oauth_client)
+    assert AccessToken.revoke(first.token, oauth_client)
+    assert AccessToken.redeem(code, user, oauth_client) is None
+    assert AccessToken.redeem(code, user, oauth_client) is None and AccessToken.select().count() == 0
+
+
+def test_spent_codes_are_forgotten_only_after_two_code_lifetimes(app):
+    RedeemedCode.spend("old", at=1_000)
+    RedeemedCode.spend("recent", at=1_100)
+    with pytest.raises(IntegrityError):
+        RedeemedCode.spend("recent", at=1_121)
+    assert [row.jti for row in RedeemedCode.select()] == ["recent"]
+
+
+def test_revoke_lets_anyone_revoke_a_personal_token_but_only_the_client_its_own(user, oauth_client, other_oauth_client):
+    personal, granted = AccessToken.issue(user), AccessToken.issue(user, oauth_client)
+    assert not AccessToken.revoke(granted.token) and not AccessToken.revoke(granted.token, other_oauth_client)
+    assert AccessToken.revoke(granted.token, oauth_client) and AccessToken.revoke(personal.token)
+    assert AccessToken.select().count() == 0
+
+
+def test_deleting_a_client_deletes_its_tokens(access_token, oauth_client):
+    oauth_client.delete_instance()
+    assert AccessToken.authenticate(access_token.token) is None
+
+
+def test_user_registration_refuses_duplicates_empty_passwords_and_odd_names(app):
+    User.register("alice", "pw")
+    for name, password in (("alice", "pw2"), ("bob", ""), ("", "pw"), (" bob", "pw"), ("b" * 151, "pw"), ("bo b", "pw")):
+        with pytest.raises(ValueError):
+            User.register(name, password)
+
+
+def test_user_authenticates_only_with_the_right_password(user):
+    assert User.authenticate("alice", "correct horse battery staple") == user
+    assert User.authenticate("alice", "wrong") is None and User.authenticate("nobody", "wrong") is None
+    assert User.get_by_id(user.id).password_digest.startswith(("scrypt:", "pbkdf2:"))

@@ -1,0 +1,66 @@
+"""Sign-in and sign-out."""
+import pytest
+
+from conftest import PASSWORD, csrf_token, sign_in
+
+
+def test_sign_in_goes_home_when_nothing_was_waiting(client, user):
+    response = sign_in(client)
+    assert response.status_code == 302 and response.location == "/"
+    assert "Signed in as" in client.get("/").get_data(as_text=True)
+
+
+def test_home_asks_a_signed_out_browser_to_sign_in(client):
+    assert client.get("/").location == "/session/new"
+
+
+def test_sign_in_does_not_reveal_whether_a_user_exists(client, user):
+    wrong_password = sign_in(client, "alice", "wrong")
+    unknown_user = sign_in(client, "nobody", "wrong")
+    assert wrong_password.status_code == unknown_user.status_code == 401
+    message = "That username and password do not match."
+    assert message in wrong_password.get_data(as_text=True) and message in unknown_user.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+
+
+def test_sign_in_without_a_csrf_token_signs_nobody_in(client, user):
+    response = client.post("/session", data={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 400 and client.get("/").status_code == 302
+
+
+def test_sign_in_only_returns_to_local_paths(client, user):
+    with client.session_transaction() as session:
+        session["return_to"] = "//evil.example/"
+    assert sign_in(client).location == "/"
+
+
+def test_sign_out_ends_the_session(client, signed_in):
+    token = csrf_token(client.get("/"))
+    assert client.post("/session/destroy", data={"csrf_token": token}).location == "/session/new"
+    assert client.get("/").status_code == 302
+
+
+def test_sign_in_page_cannot_be_framed(client):
+    response = client.get("/session/new")
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert "Access-Control-Allow-Origin" not in client.get("/session/new", headers={"Origin": "http://x.test"}).headers
+
+
+class TestRateLimit:
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "RATELIMIT_ENABLED": True}
+
+    def test_sign_in_is_limited_per_username_across_addresses(self, client, user):
+        token = csrf_token(client.get("/session/new"))
+        answers = [client.post("/session", data={"username": "Alice", "password": "guess", "csrf_token": token},
+                               environ_base={"REMOTE_ADDR": f"10.0.0.{n}"}) for n in range(6)]
+        assert [answer.status_code for answer in answers] == [401] * 5 + [429]
+        assert "Too Many Requests" in answers[5].get_data(as_text=True)
+
+    def test_sign_in_is_limited_per_address(self, client, user):
+        token = csrf_token(client.get("/session/new"))
+        answers = [client.post("/session", data={"username": f"user{n}", "password": "guess", "csrf_token": token})
+                   for n in range(11)]
+        assert [answer.status_code for answer in answers] == [401] * 10 + [429]
