@@ -48,7 +48,7 @@ def create_app(config=None):
     csrf.init_app(app)
     CORS(app, resources={f"^{path}.*" if path.endswith("/") else f"^{path}$": {} for path in MACHINE_PATHS},
          allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
-         expose_headers=["WWW-Authenticate"], supports_credentials=False, send_wildcard=True)
+         expose_headers=["WWW-Authenticate"], supports_credentials=False, send_wildcard=True, always_send=False)
     from oauth import api, authorizations, clients, home, metadata, revocations, sessions, tokens
     for module in (api, authorizations, clients, home, metadata, revocations, sessions, tokens):
         app.register_blueprint(module.bp)

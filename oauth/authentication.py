@@ -49,7 +49,7 @@ def bearer_token_required(view):
     def wrapper(*args, **kwargs):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if "access_token" in request.args or "access_token" in request.form:
+        if token_outside_header():
             return challenge(400, "invalid_request", "Send the access token in the Authorization header only")
         if scheme.lower() != "bearer":
             return challenge(401)
@@ -60,6 +60,13 @@ def bearer_token_required(view):
             return challenge(403, "insufficient_scope", "The access token is read-only", scope="read write")
         return view(*args, **kwargs)
     return wrapper
+
+
+def token_outside_header():
+    """RFC 6750 §2.2 and §2.3 ways of sending a token, which Keyfob refuses (they end up in logs)."""
+    in_query = request.query_string and "access_token" in request.args
+    return in_query or (request.content_type and request.mimetype == "application/x-www-form-urlencoded"
+                        and "access_token" in request.form)
 
 
 def challenge(status, error=None, description=None, scope=None):

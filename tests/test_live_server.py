@@ -3,15 +3,9 @@ Python SDK, a scripted browser, and racing threads. Nothing of ours is mocked; o
 
 One server serves the whole module with its rate limits on: the tests stay under 20 token requests,
 10 registrations and 5 sign-ins a minute from 127.0.0.1, so add to them with care."""
-import os
 import secrets
-import socket
-import subprocess
-import sys
 import threading
-import time
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import anyio
@@ -20,56 +14,18 @@ import pytest
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
+from live import TIMEOUT, keyfob_serving
 from models import s256
 
-KEYFOB = Path(sys.executable).parent / "keyfob"
 PASSWORD = "pw"
 REDIRECT_URI = "http://127.0.0.1:47231/callback"  # nothing listens: the code is read from the Location
-TIMEOUT = 10
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_serving(process, base, log):
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"keyfob serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx2.get(f"{base}/.well-known/oauth-authorization-server", timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"keyfob serve did not answer within {TIMEOUT} s:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The base URL (and issuer) of a real `keyfob serve` with one user, alice."""
-    instance = tmp_path_factory.mktemp("instance")
-    env = {name: value for name, value in os.environ.items() if not name.startswith("KEYFOB_")}
-    env["KEYFOB_INSTANCE_PATH"] = str(instance)
-    subprocess.run([KEYFOB, "user", "add", "alice"], input=f"{PASSWORD}\n{PASSWORD}\n", env=env,
-                   capture_output=True, text=True, check=True, timeout=30)
-    port, log = free_port(), instance / "serve.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen([KEYFOB, "serve", "--port", str(port)], env=env,
-                                   stdout=output, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(process, base, log)
+    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[("alice", PASSWORD)]) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,148 @@
+"""The pages in a real browser: Debian's Chromium driven by Playwright against a live `keyfob serve`,
+with a real loopback listener standing in for the MCP client's redirect. Screenshots of every page
+land in tests/artifacts/ to be looked at."""
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx2
+import pytest
+
+from live import keyfob_serving
+from models import s256
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed (apt-get install chromium)")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+VERIFIER = "browser-test-verifier-" + "v" * 40
+
+
+class Catcher(BaseHTTPRequestHandler):
+    """The app's loopback redirect: remembers the query it was sent and says so."""
+
+    def do_GET(self):
+        if self.path.startswith("/callback?"):
+            self.server.received.append({k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<h1>The app got its answer</h1>")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[("alice", "pw")]) as base:
+        yield base
+
+
+@pytest.fixture
+def catcher():
+    listener = ThreadingHTTPServer(("127.0.0.1", 0), Catcher)
+    listener.received = []
+    thread = threading.Thread(target=listener.serve_forever, daemon=True)
+    thread.start()
+    yield listener
+    listener.shutdown()
+    listener.server_close()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context()
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def authorization_url(server, catcher):
+    redirect_uri = f"http://127.0.0.1:{catcher.server_port}/callback"
+    registration = httpx2.post(f"{server}/oauth/clients", json={
+        "client_name": "Browser Test App", "redirect_uris": ["http://127.0.0.1:1/callback"]}).json()
+    params = {"response_type": "code", "client_id": registration["client_id"], "redirect_uri": redirect_uri,
+              "code_challenge": s256(VERIFIER), "code_challenge_method": "S256", "scope": "read write",
+              "state": "browser-state"}
+    return f"{server}/oauth/authorization/new?{urlencode(params)}", params
+
+
+def screenshot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def sign_in(page):
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_approving_in_chrome_delivers_the_code_to_the_loopback_app(server, page, catcher, authorization_url):
+    url, params = authorization_url
+    page.goto(url)
+    screenshot(page, "sign-in")
+    sign_in(page)
+    page.get_by_role("button", name="Approve").wait_for()
+    screenshot(page, "consent")
+    assert "Browser Test App" in page.content() and "chosen by the app itself" in page.content()
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("The app got its answer").wait_for()
+    answer = catcher.received[-1]
+    assert answer["state"] == "browser-state" and answer["iss"] == server
+    token = httpx2.post(f"{server}/oauth/token", data={
+        "grant_type": "authorization_code", "client_id": params["client_id"], "code": answer["code"],
+        "code_verifier": VERIFIER, "redirect_uri": params["redirect_uri"]}).json()
+    me = httpx2.get(f"{server}/api/me", headers={"Authorization": f"Bearer {token['access_token']}"})
+    assert me.json()["user"] == "alice" and me.json()["scope"] == "read write"
+
+
+def test_denying_in_chrome_tells_the_app_access_denied(page, catcher, authorization_url):
+    page.goto(authorization_url[0])
+    sign_in(page)
+    page.get_by_role("button", name="Deny").click()
+    page.get_by_text("The app got its answer").wait_for()
+    assert catcher.received[-1]["error"] == "access_denied" and "code" not in catcher.received[-1]
+
+
+def test_consent_works_from_the_keyboard_alone(page, catcher, authorization_url):
+    page.goto(authorization_url[0])
+    sign_in(page)
+    page.get_by_role("button", name="Approve").wait_for()
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.value") == "approve":
+            break
+    page.keyboard.press("Enter")
+    page.get_by_text("The app got its answer").wait_for()
+    assert "code" in catcher.received[-1]
+
+
+def test_pages_fit_a_phone_screen(chromium, authorization_url):
+    context = chromium.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    page.goto(authorization_url[0])
+    sign_in(page)
+    page.get_by_role("button", name="Approve").wait_for()
+    screenshot(page, "consent-phone")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    context.close()
+
+
+def test_an_unknown_client_gets_an_error_page(server, page):
+    page.goto(f"{server}/oauth/authorization/new?client_id=nope&redirect_uri=http://127.0.0.1:1/cb")
+    screenshot(page, "authorization-error")
+    assert "can't be used" in page.content() and page.url.startswith(server)
