@@ -2,6 +2,9 @@
 import os
 import secrets
 import sys
+import tempfile
+from datetime import timedelta
+from urllib.parse import urlsplit
 
 import click
 from flask import Flask, render_template, request
@@ -23,12 +26,13 @@ csrf = CSRFProtect()
 
 def create_app(config=None):
     app = Flask(__name__, instance_path=os.path.abspath(os.environ.get("KEYFOB_INSTANCE_PATH", "instance")))
-    os.makedirs(app.instance_path, exist_ok=True)
+    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
     app.config.from_mapping(
         DATABASE_URL=f"sqlite:///{os.path.join(app.instance_path, 'keyfob.db')}",
         RATELIMIT_STORAGE_URI="memory://",
         MAX_CONTENT_LENGTH=64 * 1024, WTF_CSRF_TIME_LIMIT=None,
-        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+        SESSION_COOKIE_NAME="keyfob_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12))
     app.config.from_prefixed_env("KEYFOB")
     app.config.update({name: os.environ[f"KEYFOB_{name}"] for name in STRING_SETTINGS if f"KEYFOB_{name}" in os.environ})
     app.config.update(config or {})
@@ -54,22 +58,30 @@ def create_app(config=None):
         app.register_blueprint(module.bp)
     for module in (api, clients, metadata, revocations, tokens):
         csrf.exempt(module.bp)
+    app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)
     return app
 
 
 def instance_secret(instance_path):
-    """The instance's secret key, generated on first run and kept readable by its owner only."""
+    """The instance's secret key, generated on first run and kept readable by its owner only.
+    Written to a temporary file and linked into place, so processes starting together agree on it."""
     path = os.path.join(instance_path, "secret_key")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path) as file:
-            return file.read().strip()
-    with os.fdopen(fd, "w") as file:
-        key = secrets.token_urlsafe(64)
-        file.write(key)
+    if not os.path.exists(path):
+        descriptor, temporary = tempfile.mkstemp(dir=instance_path)  # mode 0600
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(64))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    with open(path) as file:
+        key = file.read().strip()
+    if not key:
+        raise RuntimeError(f"{path} is empty: delete it to generate a new key, or set KEYFOB_SECRET_KEY")
     return key
 
 
@@ -109,7 +121,7 @@ def secure_headers(response):
     which Chrome would apply to the consent form's redirect to the client's loopback port."""
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Content-Security-Policy"] = (
         "frame-ancestors 'none'" if response.mimetype == "application/json" else PAGE_CSP)
     return response
@@ -132,7 +144,10 @@ def serve(host, port, threads):
     app = create_app()
     with db.connection_context():
         users = User.select().count()
-    click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {app.config['DATABASE_URL']})")
+    database = urlsplit(app.config["DATABASE_URL"])
+    if database.password:
+        database = database._replace(netloc=database.netloc.replace(f":{database.password}@", ":***@"))
+    click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {database.geturl()})")
     if not users:
         click.echo("No users yet: add one with `keyfob user add NAME` to sign in.")
     waitress.serve(app, host=host, port=port, threads=threads, ident="keyfob", _quiet=True)

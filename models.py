@@ -58,6 +58,14 @@ def s256(verifier):
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
+def usable_password(password):
+    """Non-empty, UTF-8, and without NUL: HMAC pads keys with zeros, so "pw" and "pw" + NUL would hash alike."""
+    try:
+        return isinstance(password, str) and bool(password) and "\0" not in password and bool(password.encode())
+    except UnicodeEncodeError:
+        return False
+
+
 def digest(secret):
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -105,8 +113,8 @@ class User(BaseModel):
         """A new user, or a ValueError that says what is wrong with the name or password."""
         if not cls.USERNAME.fullmatch(username or ""):
             raise ValueError("A username is 1 to 150 letters, digits or . _ @ + - and starts with a letter or digit")
-        if not password:
-            raise ValueError("The password must not be empty")
+        if not usable_password(password):
+            raise ValueError("The password must not be empty or contain NUL characters")
         try:
             with db.atomic():
                 return cls.create(username=username, password_digest=generate_password_hash(password))
@@ -117,8 +125,10 @@ class User(BaseModel):
     def authenticate(cls, username, password):
         """The user these credentials name, else None; as slow for an unknown name as for a wrong password."""
         user = cls.find_by("username", username) if cls.USERNAME.fullmatch(username) else None
-        matches = check_password_hash(user.password_digest if user else _absent_user_digest(), password)
-        return user if user and matches else None
+        usable = usable_password(password)
+        matches = check_password_hash(user.password_digest if user and usable else _absent_user_digest(),
+                                      password if usable else "-")
+        return user if user and usable and matches else None
 
 
 @lru_cache(maxsize=1)

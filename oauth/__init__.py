@@ -40,11 +40,20 @@ def issuer():
     return current_app.config.get("ISSUER") or request.url_root.rstrip("/")
 
 
+def json_object():
+    """The request's JSON object, or None for anything else (malformed, nested past the parser, not an object)."""
+    try:
+        body = request.get_json(silent=True) if request.mimetype == "application/json" else None
+    except RecursionError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def request_params():
     """Query parameters on GET, the form or a JSON object on POST; a repeated name becomes a list."""
     if request.method == "POST" and request.mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
+        body = json_object()
+        if body is None:
             raise OAuthError("invalid_request", "The body must be a JSON object")
         return body
     if request.method == "POST" and request.mimetype not in ("", "application/x-www-form-urlencoded"):

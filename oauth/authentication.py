@@ -16,12 +16,17 @@ def current_user():
 
 def sign_in(user):
     session.clear()
+    session.permanent = True
     session["user_id"] = user.id
+
+
+def sign_out():
+    session.pop("user_id", None)
 
 
 def require_sign_in():
     """Send a browser to sign in, remembering where it was going (never a ?next= parameter)."""
-    session["return_to"] = request.full_path
+    session["return_to"] = request.path + "?" + request.query_string.decode("utf-8", "replace")
     return redirect(url_for("sessions.new"))
 
 

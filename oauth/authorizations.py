@@ -1,9 +1,11 @@
 """The authorization endpoint: validate the request, ask the user, redirect with a code (RFC 6749 §4.1)."""
+from urllib.parse import urlsplit
+
 from flask import Blueprint, g, redirect, render_template, request
 
 from models import CODE_CHALLENGE, AuthorizationCode, Client, canonical_scope, loopback_parts
 from oauth import OAuthError, is_parameter, issuer, optional_param, request_params, with_query
-from oauth.authentication import current_user, require_sign_in
+from oauth.authentication import current_user, require_sign_in, sign_out
 
 bp = Blueprint("authorizations", __name__)
 
@@ -69,7 +71,10 @@ def require_state(params):
 
 
 def require_response_type(params):
-    if params.get("response_type") != "code":
+    response_type = params.get("response_type")
+    if not is_parameter(response_type):
+        raise OAuthError("invalid_request", "Missing or malformed parameter: response_type")
+    if response_type != "code":
         raise OAuthError("unsupported_response_type", "Only the code response type is supported")
 
 
@@ -97,6 +102,10 @@ def require_resource(params):
 
 
 def redirect_to_client(**params):
+    if urlsplit(issuer()).hostname in ("127.0.0.1", "::1", "localhost"):
+        # Cookies do not keep ports apart (RFC 6265 §8.5): served on a loopback host, Keyfob's session cookie
+        # would reach the app listening on the redirect's port, so the sign-in ends with this redirect.
+        sign_out()
     params = {name: value for name, value in params.items() if value is not None} | {"iss": issuer()}
     return redirect(with_query(g.redirect_uri, params))
 

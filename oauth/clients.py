@@ -1,10 +1,10 @@
 """Dynamic client registration for MCP clients on loopback redirects (RFC 7591)."""
 import unicodedata
 
-from flask import Blueprint, request
+from flask import Blueprint
 
 from models import Client, canonical_scope
-from oauth import OAuthError, limiter
+from oauth import OAuthError, json_object, limiter
 
 bp = Blueprint("clients", __name__)
 
@@ -25,8 +25,8 @@ def create():
 
 
 def require_json_object():
-    metadata = request.get_json(silent=True) if request.mimetype == "application/json" else None
-    if not isinstance(metadata, dict):
+    metadata = json_object()
+    if metadata is None:
         raise OAuthError("invalid_client_metadata", "Send the client metadata as a JSON object")
     return metadata
 
@@ -46,7 +46,7 @@ def client_name(metadata):
     name = metadata.get("client_name", DEFAULT_NAME)
     if not isinstance(name, str) or len(name) > 255:
         raise OAuthError("invalid_client_metadata", "client_name must be a string of at most 255 characters")
-    name = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf")).strip()
+    name = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs")).strip()
     return name or DEFAULT_NAME
 
 

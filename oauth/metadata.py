@@ -29,8 +29,7 @@ def authorization_server():
 
 
 @bp.get("/.well-known/oauth-protected-resource")
-@bp.get("/.well-known/oauth-protected-resource/api/<path:path>")
-def protected_resource(path=None):
+def protected_resource():
     """Describe the built-in API as a resource whose tokens this server issues."""
     return {"resource": issuer(), "authorization_servers": [issuer()], "bearer_methods_supported": ["header"],
             "scopes_supported": list(SCOPES), "resource_name": "Keyfob API"}

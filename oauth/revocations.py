@@ -2,7 +2,7 @@
 from flask import Blueprint
 
 from models import AccessToken
-from oauth import limiter, request_params, require_params
+from oauth import OAuthError, limiter, request_params, require_params
 from oauth.authentication import authenticate_client
 
 bp = Blueprint("revocations", __name__)
@@ -14,6 +14,8 @@ def create():
     """Revoke a token: a personal one by whoever holds it, an OAuth one only by the client it was issued to."""
     params = request_params()
     (token,) = require_params(params, "token")
+    if token.startswith("kf_at_") and "client_id" not in params:
+        raise OAuthError("invalid_request", "Name the client (client_id) to revoke an OAuth token")
     client = authenticate_client(params) if "client_id" in params else None
     AccessToken.revoke(token, client)
     return "", 200  # unknown and foreign tokens too, so revocation is no oracle (RFC 7009 §2.2)

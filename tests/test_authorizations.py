@@ -60,7 +60,8 @@ def test_authorization_accepts_another_loopback_port(client, signed_in, approve,
 
 @pytest.mark.parametrize("change, error", [
     ({"response_type": "token"}, "unsupported_response_type"),
-    ({"response_type": None}, "unsupported_response_type"),
+    ({"response_type": None}, "invalid_request"),
+    ({"response_type": ["code", "code"]}, "invalid_request"),
     ({"code_challenge": None}, "invalid_request"),
     ({"code_challenge_method": None}, "invalid_request"),
     ({"code_challenge_method": "plain"}, "invalid_request"),
@@ -146,12 +147,42 @@ def test_approval_by_get_is_impossible(client, signed_in, authorize_params):
     assert response.status_code == 405
 
 
-def test_two_tabs_can_consent_at_once(client, signed_in, authorize_params):
+def test_approval_ends_the_sign_in_when_keyfob_is_served_on_a_loopback_host(client, signed_in, approve,
+                                                                            authorize_params):
+    response = approve(authorize_params)
+    assert "code" in query(response) and "keyfob_session=" in response.headers["Set-Cookie"]
+    assert client.get("/oauth/authorization/new", query_string=authorize_params).location == "/session/new"
+
+
+def test_an_error_redirect_ends_the_sign_in_too_on_a_loopback_host(client, signed_in, authorize_params):
+    client.get("/oauth/authorization/new", query_string={**authorize_params, "scope": "admin"})
+    assert client.get("/").location == "/session/new"
+
+
+class TestOnAPublicHost:
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "ISSUER": "http://auth.example.test"}
+
+    def test_approval_keeps_the_sign_in(self, client, signed_in, approve, authorize_params):
+        assert query(approve(authorize_params))["iss"] == "http://auth.example.test"
+        assert client.get("/").status_code == 200
+
+    def test_two_tabs_can_consent_at_once(self, client, signed_in, authorize_params):
+        first = client.get("/oauth/authorization/new", query_string=authorize_params)
+        second = client.get("/oauth/authorization/new", query_string={**authorize_params, "state": "other"})
+        for page, state in ((first, "xyz-state"), (second, "other")):
+            data = {**authorize_params, "state": state, "decision": "approve", "csrf_token": csrf_token(page)}
+            assert "code" in query(client.post("/oauth/authorization", data=data))
+
+
+def test_two_tabs_on_a_loopback_host_need_a_second_sign_in(client, signed_in, authorize_params):
     first = client.get("/oauth/authorization/new", query_string=authorize_params)
     second = client.get("/oauth/authorization/new", query_string={**authorize_params, "state": "other"})
-    for page, state in ((first, "xyz-state"), (second, "other")):
-        data = {**authorize_params, "state": state, "decision": "approve", "csrf_token": csrf_token(page)}
-        assert "code" in query(client.post("/oauth/authorization", data=data))
+    approve = {**authorize_params, "decision": "approve"}
+    assert "code" in query(client.post("/oauth/authorization", data={**approve, "csrf_token": csrf_token(first)}))
+    refused = client.post("/oauth/authorization", data={**approve, "state": "other", "csrf_token": csrf_token(second)})
+    assert query(refused)["error"] == "access_denied" and "code" not in query(refused)
 
 
 def test_sign_in_returns_to_the_authorization_request_intact(client, user, authorize_params):

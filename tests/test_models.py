@@ -204,7 +204,8 @@ def test_deleting_a_client_deletes_its_tokens(access_token, oauth_client):
 
 def test_user_registration_refuses_duplicates_empty_passwords_and_odd_names(app):
     User.register("alice", "pw")
-    for name, password in (("alice", "pw2"), ("bob", ""), ("", "pw"), (" bob", "pw"), ("b" * 151, "pw"), ("bo b", "pw")):
+    for name, password in (("alice", "pw2"), ("bob", ""), ("bob", "pw\0"), ("bob", "\ud800"), ("", "pw"), (" bob", "pw"),
+                           ("b" * 151, "pw"), ("bo b", "pw")):
         with pytest.raises(ValueError):
             User.register(name, password)
 
@@ -212,4 +213,5 @@ def test_user_registration_refuses_duplicates_empty_passwords_and_odd_names(app)
 def test_user_authenticates_only_with_the_right_password(user):
     assert User.authenticate("alice", "correct horse battery staple") == user
     assert User.authenticate("alice", "wrong") is None and User.authenticate("nobody", "wrong") is None
+    assert User.authenticate("alice", "correct horse battery staple\0") is None
     assert User.get_by_id(user.id).password_digest.startswith(("scrypt:", "pbkdf2:"))

@@ -29,8 +29,9 @@ def test_another_client_cannot_revoke_a_token_and_is_told_nothing(client, access
     assert AccessToken.authenticate(access_token.token)
 
 
-def test_an_oauth_token_presented_without_its_client_is_kept(client, access_token):
-    assert revoke(client, token=access_token.token).status_code == 200
+def test_an_oauth_token_presented_without_its_client_is_refused_and_kept(client, access_token):
+    response = revoke(client, token=access_token.token)
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
     assert AccessToken.authenticate(access_token.token)
 
 
@@ -58,5 +59,5 @@ class TestRateLimit:
         return {**config, "RATELIMIT_ENABLED": True}
 
     def test_revocation_allows_20_a_minute_per_address(self, client):
-        answers = [revoke(client, token="kf_at_x") for _ in range(21)]
+        answers = [revoke(client, token="kf_pat_unknown") for _ in range(21)]
         assert [answer.status_code for answer in answers] == [200] * 20 + [429]

@@ -40,6 +40,20 @@ def test_sign_out_ends_the_session(client, signed_in):
     assert client.get("/").status_code == 302
 
 
+def test_sign_in_works_over_https_where_the_referer_is_checked(config, tmp_path, monkeypatch, user):
+    from app import create_app
+    monkeypatch.setenv("KEYFOB_INSTANCE_PATH", str(tmp_path / "i"))
+    browser = create_app({**config, "ISSUER": "https://auth.example.test"}).test_client()
+    form = browser.get("/session/new", base_url="https://auth.example.test")
+    assert form.headers["Referrer-Policy"] == "same-origin"  # so browsers send the Referer the check needs
+    response = browser.post("/session", base_url="https://auth.example.test",
+                            headers={"Referer": "https://auth.example.test/session/new"},
+                            data={"username": "alice", "password": PASSWORD, "csrf_token": csrf_token(form)})
+    assert response.status_code == 302
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("keyfob_session=") and "Secure" in cookie and "HttpOnly" in cookie and "Expires" in cookie
+
+
 def test_sign_in_page_cannot_be_framed(client):
     response = client.get("/session/new")
     assert response.headers["X-Frame-Options"] == "DENY"

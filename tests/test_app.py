@@ -1,0 +1,54 @@
+"""The application factory: configuration, the instance secret, what every response carries."""
+import os
+import threading
+
+import pytest
+
+from app import create_app, instance_secret
+
+
+def test_instance_secret_is_generated_once_even_when_processes_start_together(tmp_path):
+    keys, barrier = [], threading.Barrier(8)
+
+    def start():
+        barrier.wait()
+        keys.append(instance_secret(tmp_path))
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(keys) == 8 and len(set(keys)) == 1 and len(keys[0]) >= 64
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["secret_key"]
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_empty_secret_file_is_refused_rather_than_used(tmp_path):
+    (tmp_path / "secret_key").write_text("\n")
+    with pytest.raises(RuntimeError, match="empty"):
+        instance_secret(tmp_path)
+
+
+def test_settings_come_from_the_environment_with_string_settings_kept_as_strings(config, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEYFOB_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("KEYFOB_SECRET_KEY", "12345")
+    monkeypatch.setenv("KEYFOB_RATELIMIT_ENABLED", "false")
+    monkeypatch.setenv("KEYFOB_ISSUER", "https://auth.example.com/")
+    app = create_app({"DATABASE_URL": config["DATABASE_URL"]})
+    assert app.secret_key == "12345" and app.config["RATELIMIT_ENABLED"] is False
+    assert app.config["ISSUER"] == "https://auth.example.com" and app.config["SESSION_COOKIE_SECURE"]
+
+
+def test_the_instance_folder_is_its_owners_only(app):
+    assert os.stat(app.instance_path).st_mode & 0o777 == 0o700
+
+
+def test_unknown_paths_answer_json_to_machines_and_a_page_to_browsers(client):
+    assert client.get("/oauth/nothing").status_code == 404
+    assert client.get("/api/nothing").json["error"] == "not_found"
+    assert b"<h1>Not Found</h1>" in client.get("/nothing").data
+
+
+def test_wrong_methods_answer_an_oauth_error(client):
+    response = client.get("/oauth/token")
+    assert response.status_code == 405 and response.json["error"] == "invalid_request"
