@@ -32,7 +32,7 @@ def create_app(config=None):
         RATELIMIT_STORAGE_URI="memory://",
         MAX_CONTENT_LENGTH=64 * 1024, WTF_CSRF_TIME_LIMIT=None,
         SESSION_COOKIE_NAME="keyfob_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12))
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12), SESSION_REFRESH_EACH_REQUEST=False)
     app.config.from_prefixed_env("KEYFOB")
     app.config.update({name: os.environ[f"KEYFOB_{name}"] for name in STRING_SETTINGS if f"KEYFOB_{name}" in os.environ})
     app.config.update(config or {})

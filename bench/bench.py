@@ -52,13 +52,14 @@ class Caller:
         finally:
             getattr(chunks, "close", lambda: None)()
         for name, value in status["headers"]:
-            if name == "Set-Cookie" and value.startswith("session="):
+            if name == "Set-Cookie" and value.startswith("keyfob_session="):
                 self.cookie = value.split(";")[0]
         return status["code"], dict(status["headers"]), payload
 
 
 def setup(directory):
-    app = create_app({"SECRET_KEY": "bench-" + "k" * 40, "ISSUER": "http://127.0.0.1:8000",
+    # Served on its own host name, as in production (on a loopback host each connection signs in again).
+    app = create_app({"SECRET_KEY": "bench-" + "k" * 40, "ISSUER": "http://keyfob.example",
                       "DATABASE_URL": f"sqlite:///{directory}/keyfob.db", "RATELIMIT_ENABLED": True})
     app.add_url_rule("/bench/bare", "bare", lambda: {"user": "alice", "scope": "read", "client_id": None})
     user = User.create(username="alice", password_digest=generate_password_hash("pw"))
