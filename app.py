@@ -1,8 +1,10 @@
 """Keyfob: create_app() and the `keyfob` command."""
+import contextlib
 import os
 import secrets
 import sys
 import tempfile
+import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -10,10 +12,11 @@ import click
 from flask import Flask, render_template, request
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from peewee import JOIN, fn
 from werkzeug.exceptions import HTTPException
 
 import models
-from models import User, db
+from models import AccessToken, Client, User, db
 from oauth import OAuthError, limiter
 
 MACHINE_PATHS = ("/oauth/token", "/oauth/revocation", "/oauth/clients", "/api/", "/.well-known/")
@@ -169,10 +172,117 @@ def add_user(name):
         if lines[0] != lines[1]:
             raise click.ClickException("The two passwords do not match")
         password = lines[0]
-    create_app()
-    with db.connection_context():
+    with command_database():
         try:
             User.register(name, password)
         except ValueError as error:
             raise click.ClickException(str(error)) from None
     click.echo(f"Added user {name}")
+
+
+@user.command("list")
+def list_users():
+    """List the users and how many tokens each holds."""
+    with command_database():
+        counts = token_counts(AccessToken.user)
+        rows = [(user.username, when(user.created_at), counts.get(user.id, 0))
+                for user in User.select().order_by(User.username)]
+    show(rows, ("NAME", "ADDED", "TOKENS"), empty="No users yet: add one with `keyfob user add NAME`.")
+
+
+@user.command("remove")
+@click.argument("name")
+def remove_user(name):
+    """Remove a user and every token they hold."""
+    with command_database():
+        find_or_fail(User, "username", name, "user named").remove()
+    click.echo(f"Removed user {name} and their tokens")
+
+
+@cli.group()
+def client():
+    """Manage the OAuth clients (apps) registered here."""
+
+
+@client.command("list")
+def list_clients():
+    """List the clients, who registered them, and how many tokens each holds."""
+    with command_database():
+        counts = token_counts(AccessToken.oauth_client)
+        rows = [(app.client_id, app.name[:40], "self-registered" if app.dynamically_registered else "operator",
+                 " ".join(app.redirect_uris), when(app.created_at), counts.get(app.id, 0))
+                for app in Client.select().order_by(Client.created_at)]
+    show(rows, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), empty="No clients yet.")
+
+
+@client.command("remove")
+@click.argument("client_id")
+def remove_client(client_id):
+    """Remove a client and every token issued to it."""
+    with command_database():
+        found = find_or_fail(Client, "client_id", client_id, "client with client ID")
+        found.remove()
+    click.echo(f"Removed client {client_id} ({found.name}) and its tokens")
+
+
+@cli.group()
+def token():
+    """See and revoke access tokens (only their display prefixes are stored)."""
+
+
+@token.command("list")
+@click.option("--user", "username", help="Only this user's tokens.")
+def list_tokens(username):
+    """List tokens: prefix, user, client (or personal), scope, created, last used."""
+    with command_database():
+        tokens = (AccessToken.select(AccessToken, User, Client).join(User).switch(AccessToken)
+                  .join(Client, JOIN.LEFT_OUTER).order_by(AccessToken.created_at))
+        if username is not None:
+            tokens = tokens.where(User.username == username)
+        rows = [(row.display_prefix, row.user.username, row.oauth_client.name[:30] if row.oauth_client else "personal",
+                 row.scope, when(row.created_at), when(row.last_used_at)) for row in tokens]
+    show(rows, ("PREFIX", "USER", "CLIENT", "SCOPE", "CREATED", "LAST USED"), empty="No tokens.")
+
+
+@token.command("revoke")
+@click.argument("prefix")
+def revoke_token(prefix):
+    """Revoke the token with this display prefix (or give the whole token)."""
+    with command_database():
+        tokens = AccessToken.matching(prefix)
+        if len(tokens) != 1:
+            raise click.ClickException(f"No token has the prefix {prefix!r}" if not tokens else
+                                       f"{len(tokens)} tokens share the prefix {prefix!r}: give the whole token")
+        tokens[0].delete_instance()
+    click.echo(f"Revoked {tokens[0].display_prefix}…")
+
+
+@contextlib.contextmanager
+def command_database():
+    create_app()
+    with db.connection_context():
+        yield
+
+
+def find_or_fail(model, column, value, description):
+    found = model.find_by(column, value)
+    if found is None:
+        raise click.ClickException(f"No {description} {value!r}")
+    return found
+
+
+def token_counts(owner):
+    return dict(AccessToken.select(owner, fn.COUNT(AccessToken.id)).group_by(owner).tuples())
+
+
+def when(timestamp):
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "never"
+
+
+def show(rows, header, empty):
+    if not rows:
+        click.echo(empty)
+        return
+    widths = [max(len(str(value)) for value in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        click.echo("  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip())

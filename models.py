@@ -121,6 +121,12 @@ class User(BaseModel):
         except IntegrityError:
             raise ValueError(f"A user named {username!r} already exists") from None
 
+    def remove(self):
+        """Delete the user and, in the same transaction, every token they hold."""
+        with db.atomic():
+            AccessToken.delete().where(AccessToken.user == self).execute()
+            self.delete_instance()
+
     @classmethod
     def authenticate(cls, username, password):
         """The user these credentials name, else None; as slow for an unknown name as for a wrong password."""
@@ -174,6 +180,12 @@ class Client(BaseModel):
             return False
         return any((parts[0], parts[2]) == (requested[0], requested[2])
                    for parts in map(loopback_parts, self.redirect_uris) if parts)
+
+    def remove(self):
+        """Delete the client and, in the same transaction, every token issued to it."""
+        with db.atomic():
+            AccessToken.delete().where(AccessToken.oauth_client == self).execute()
+            self.delete_instance()
 
     def registration(self):
         """The client's metadata as RFC 7591 §3.2.1 returns it: what is stored, and no nulls."""
@@ -256,6 +268,13 @@ class AccessToken(BaseModel):
         if row[5] is None or at - row[5] >= cls.USE_RECORDED_EVERY:
             db.execute_sql(f"UPDATE access_tokens SET last_used_at = {db.param} WHERE id = {db.param}", (at, row[0]))
         return BearerToken(*row[:5])
+
+    @classmethod
+    def matching(cls, token_or_prefix):
+        """The tokens an operator means by a whole token or its display prefix (as `token list` shows it)."""
+        if token_or_prefix.startswith("kf_") and len(token_or_prefix) > 20:
+            return list(cls.select().where(cls.digest == digest(token_or_prefix)))
+        return list(cls.select().where(cls.display_prefix == token_or_prefix))
 
     @classmethod
     def revoke(cls, token, client=None):

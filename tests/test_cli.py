@@ -16,7 +16,7 @@ import pytest
 from app import create_app
 from conftest import csrf_token
 from live import KEYFOB, free_port
-from models import User, db
+from models import AccessToken, Client, User, db
 
 
 
@@ -156,3 +156,66 @@ def test_serve_takes_its_issuer_from_keyfob_issuer(serve):
     document = metadata(port)
     assert document["issuer"] == "https://keyfob.example.test"
     assert document["authorization_endpoint"] == "https://keyfob.example.test/oauth/authorization/new"
+
+
+@pytest.fixture
+def seeded(instance_app):
+    """alice with an OAuth token and a personal token, bob with nothing, one self-registered client."""
+    instance_app()
+    alice, _ = User.register("alice", "pw"), User.register("bob", "pw")
+    app = Client.create(name="Claude Code", redirect_uris=["http://127.0.0.1:33418/callback"], dynamically_registered=True)
+    return {"client": app, "oauth": AccessToken.issue(alice, app, scope="read write"),
+            "personal": AccessToken.issue(alice, description="CLI")}
+
+
+def test_user_list_shows_each_user_with_their_token_count(env, seeded):
+    lines = keyfob(env, "user", "list").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ADDED", "TOKENS"]
+    assert lines[1].startswith("alice") and lines[1].endswith("2") and lines[2].startswith("bob")
+
+
+def test_user_list_says_how_to_add_the_first_user(env):
+    assert "keyfob user add" in keyfob(env, "user", "list").stdout
+
+
+def test_user_remove_deletes_the_user_and_their_tokens(env, seeded):
+    result = keyfob(env, "user", "remove", "alice")
+    assert result.returncode == 0 and "Removed user alice" in result.stdout
+    assert User.find_by("username", "alice") is None and AccessToken.select().count() == 0
+    assert AccessToken.authenticate(seeded["oauth"].token) is None
+
+
+def test_client_list_and_remove_take_the_clients_tokens_with_it(env, seeded):
+    listing = keyfob(env, "client", "list").stdout
+    assert seeded["client"].client_id in listing and "self-registered" in listing and "127.0.0.1:33418" in listing
+    assert keyfob(env, "client", "remove", seeded["client"].client_id).returncode == 0
+    assert AccessToken.authenticate(seeded["oauth"].token) is None
+    assert AccessToken.authenticate(seeded["personal"].token)
+
+
+def test_token_list_shows_prefixes_never_tokens(env, seeded):
+    listing = keyfob(env, "token", "list").stdout
+    assert seeded["oauth"].display_prefix in listing and seeded["personal"].display_prefix in listing
+    assert seeded["oauth"].token not in listing and "personal" in listing and "Claude Code" in listing
+    assert keyfob(env, "token", "list", "--user", "bob").stdout.strip() == "No tokens."
+
+
+def test_token_revoke_by_prefix_or_whole_token(env, seeded):
+    assert keyfob(env, "token", "revoke", seeded["oauth"].display_prefix).returncode == 0
+    assert AccessToken.authenticate(seeded["oauth"].token) is None
+    assert keyfob(env, "token", "revoke", seeded["personal"].token).returncode == 0
+    assert AccessToken.select().count() == 0
+
+
+def test_token_revoke_refuses_an_ambiguous_prefix(env, seeded):
+    AccessToken.update(display_prefix=seeded["oauth"].display_prefix).execute()
+    result = keyfob(env, "token", "revoke", seeded["oauth"].display_prefix)
+    assert result.returncode != 0 and "2 tokens share the prefix" in result.stderr
+    assert AccessToken.select().count() == 2
+
+
+@pytest.mark.parametrize("command", [("user", "remove", "nobody"), ("client", "remove", "nope"),
+                                     ("token", "revoke", "kf_at_nope")])
+def test_admin_commands_fail_clearly_on_unknown_names(env, seeded, command):
+    result = keyfob(env, *command)
+    assert result.returncode == 1 and result.stderr.startswith("Error: No ") and "Traceback" not in result.stderr
