@@ -22,7 +22,8 @@ from oauth import OAuthError, limiter
 MACHINE_PATHS = ("/oauth/token", "/oauth/revocation", "/oauth/clients", "/api/", "/.well-known/")
 HTTP_ERRORS = {401: "invalid_client", 404: "not_found", 413: "invalid_request", 429: "slow_down",
                503: "temporarily_unavailable"}
-PAGE_CSP = "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; frame-ancestors 'none';"
+            " base-uri 'none'")
 STRING_SETTINGS = ("SECRET_KEY", "ISSUER", "DATABASE_URL", "RATELIMIT_STORAGE_URI")
 csrf = CSRFProtect()
 
@@ -56,11 +57,14 @@ def create_app(config=None):
     CORS(app, resources={f"^{path}.*" if path.endswith("/") else f"^{path}$": {} for path in MACHINE_PATHS},
          allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
          expose_headers=["WWW-Authenticate"], supports_credentials=False, send_wildcard=True, always_send=False)
-    from oauth import api, authorizations, clients, home, metadata, revocations, sessions, tokens
-    for module in (api, authorizations, clients, home, metadata, revocations, sessions, tokens):
+    from oauth import (access_tokens, api, authorizations, clients, connected_apps, home, metadata, revocations,
+                       sessions, tokens)
+    for module in (access_tokens, api, authorizations, clients, connected_apps, home, metadata, revocations, sessions,
+                   tokens):
         app.register_blueprint(module.bp)
     for module in (api, clients, metadata, revocations, tokens):
         csrf.exempt(module.bp)
+    app.add_template_filter(when)
     app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)
@@ -276,7 +280,8 @@ def token_counts(owner):
 
 
 def when(timestamp):
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "never"
+    """A stored time as people read it (UTC), or "never"."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp)) if timestamp else "never"
 
 
 def show(rows, header, empty):

@@ -6,10 +6,12 @@ import json
 import os
 import re
 import secrets
+import string
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -17,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from peewee import (BooleanField, CharField, DatabaseProxy, ForeignKeyField, IntegerField,
-                    IntegrityError, Model, SqliteDatabase, TextField)
+                    IntegrityError, Model, SqliteDatabase, TextField, fn)
 from playhouse.db_url import connect as connect_url
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -56,6 +58,11 @@ def canonical_scope(value):
 
 def s256(verifier):
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def new_client_id():
+    """32 letters and digits (190 bits): nothing a shell or a command line would read as an option."""
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
 
 
 def usable_password(password):
@@ -143,18 +150,56 @@ def _absent_user_digest():
 
 
 class Client(BaseModel):
-    client_id = CharField(max_length=64, unique=True, default=lambda: secrets.token_urlsafe(24))
+    client_id = CharField(max_length=64, unique=True, default=lambda: new_client_id())
     name = CharField(max_length=255)
     redirect_uris_json = TextField(column_name="redirect_uris")
     scope = CharField(max_length=32, default="read")
     dynamically_registered = BooleanField(default=False)
     created_at = IntegerField(default=now)
+    token_endpoint_auth_method = CharField(max_length=32, default="none")
+    secret_digest = CharField(max_length=64, null=True)
 
     MAX_REDIRECT_URIS = 10
     MAX_REDIRECT_URI_LENGTH = 512
+    SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 
     class Meta:
         table_name = "clients"
+
+    @classmethod
+    def create_confidential(cls, method="client_secret_basic", **fields):
+        """A client with a secret: only its digest is stored, and the plaintext lives on the returned row."""
+        if method not in cls.SECRET_METHODS:
+            raise ValueError(f"A confidential client authenticates with {' or '.join(cls.SECRET_METHODS)}")
+        secret = cls.new_secret()
+        client = cls.create(token_endpoint_auth_method=method, secret_digest=digest(secret), **fields)
+        client.secret = secret
+        return client
+
+    @staticmethod
+    def new_secret():
+        return "kf_cs_" + secrets.token_urlsafe(32)
+
+    def regenerate_secret(self):
+        """Replace the secret, which stops working at once, and return the new one: the only time it is seen."""
+        if not self.is_confidential:
+            raise ValueError("A public client has no secret")
+        secret = self.new_secret()
+        self.secret_digest = digest(secret)
+        self.save(only=[Client.secret_digest])
+        return secret
+
+    @property
+    def is_confidential(self):
+        """Whichever secret method it registered, a confidential client may use either (RFC 6749 §2.3.1)."""
+        return self.token_endpoint_auth_method in self.SECRET_METHODS
+
+    def authenticates(self, secret):
+        """Whether secret is this confidential client's secret, compared in constant time; ours are ASCII."""
+        if not (self.is_confidential and self.secret_digest and isinstance(secret, str) and secret
+                and secret.isascii()):
+            return False
+        return hmac.compare_digest(digest(secret), self.secret_digest)
 
     @property
     def redirect_uris(self):
@@ -168,6 +213,11 @@ class Client(BaseModel):
     def registrable_redirect(cls, uri):
         """Dynamically registered clients may only redirect to http loopback (RFC 8252 §7.3)."""
         return isinstance(uri, str) and len(uri) <= cls.MAX_REDIRECT_URI_LENGTH and loopback_parts(uri) is not None
+
+    @property
+    def redirect_host(self):
+        """The host people are sent back to (of the first redirect URI; a loopback app's port varies)."""
+        return urlsplit(self.redirect_uris[0]).hostname
 
     def allows_redirect(self, uri):
         """An exact match, or a loopback URI that differs from a registered one only in its port."""
@@ -192,7 +242,7 @@ class Client(BaseModel):
         return {"client_id": self.client_id, "client_id_issued_at": self.created_at,
                 "client_name": self.name, "redirect_uris": self.redirect_uris,
                 "grant_types": ["authorization_code"], "response_types": ["code"],
-                "token_endpoint_auth_method": "none", "scope": self.scope}
+                "token_endpoint_auth_method": self.token_endpoint_auth_method, "scope": self.scope}
 
 
 class BearerToken(NamedTuple):
@@ -268,6 +318,29 @@ class AccessToken(BaseModel):
         if row[5] is None or at - row[5] >= cls.USE_RECORDED_EVERY:
             db.execute_sql(f"UPDATE access_tokens SET last_used_at = {db.param} WHERE id = {db.param}", (at, row[0]))
         return BearerToken(*row[:5])
+
+    @classmethod
+    def connected_apps(cls, user):
+        """The clients holding the user's tokens, each with the widest scope granted ("read" sorts before
+        "read write"), when it was first authorized and when it was last used."""
+        return list(Client.select(Client, fn.MIN(cls.created_at).alias("first_authorized"),
+                                  fn.MAX(cls.last_used_at).alias("last_used"), fn.MAX(cls.scope).alias("granted_scope"))
+                    .join(cls, on=cls.oauth_client == Client.id).where(cls.user == user)
+                    .group_by(Client).order_by(fn.LOWER(Client.name)))
+
+    @classmethod
+    def disconnect(cls, user, client):
+        """Revoke every token the user granted the client, in one statement; how many there were."""
+        return cls.delete().where((cls.user == user) & (cls.oauth_client == client)).execute()
+
+    @classmethod
+    def personal(cls, user):
+        return list(cls.select().where((cls.user == user) & cls.oauth_client.is_null()).order_by(cls.created_at.desc()))
+
+    @classmethod
+    def revoke_personal(cls, user, token_id):
+        """Delete one of the user's personal tokens by id; False if the user has no such token."""
+        return bool(cls.delete().where((cls.id == token_id) & (cls.user == user) & cls.oauth_client.is_null()).execute())
 
     @classmethod
     def matching(cls, token_or_prefix):

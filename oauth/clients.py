@@ -9,7 +9,6 @@ from oauth import OAuthError, json_object, limiter
 bp = Blueprint("clients", __name__)
 
 DEFAULT_NAME = "MCP Client"
-SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 
 
 @bp.post("/oauth/clients")
@@ -62,7 +61,7 @@ def require_public(metadata):
     # A self-registered client gets no secret: it is a public client, and RFC 7591 §3.2.1 lets the
     # server replace a requested secret method with the one it supports, which MCP SDK defaults expect.
     method = metadata.get("token_endpoint_auth_method", "none")
-    if method not in ("none", *SECRET_METHODS):
+    if method not in ("none", *Client.SECRET_METHODS):
         raise OAuthError("invalid_client_metadata", "token_endpoint_auth_method must be none")
 
 

@@ -1,7 +1,7 @@
 """Discovery documents: authorization server metadata (RFC 8414) and protected resource metadata (RFC 9728)."""
 from flask import Blueprint
 
-from models import SCOPES
+from models import SCOPES, Client
 from oauth import issuer
 
 bp = Blueprint("metadata", __name__)
@@ -21,8 +21,8 @@ def authorization_server():
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "revocation_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": ["none", *Client.SECRET_METHODS],
+        "revocation_endpoint_auth_methods_supported": ["none", *Client.SECRET_METHODS],
         "scopes_supported": list(SCOPES),
         "authorization_response_iss_parameter_supported": True,
     }

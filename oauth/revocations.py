@@ -3,7 +3,7 @@ from flask import Blueprint
 
 from models import AccessToken
 from oauth import OAuthError, limiter, request_params, require_params
-from oauth.authentication import authenticate_client
+from oauth.authentication import authenticate_client, presents_client
 
 bp = Blueprint("revocations", __name__)
 
@@ -11,11 +11,12 @@ bp = Blueprint("revocations", __name__)
 @bp.post("/oauth/revocation")
 @limiter.limit("20/minute")
 def create():
-    """Revoke a token: a personal one by whoever holds it, an OAuth one only by the client it was issued to."""
+    """Revoke a token: a personal one by whoever holds it, an OAuth one only by the client it was issued to;
+    client credentials, beside any token, must authenticate."""
     params = request_params()
     (token,) = require_params(params, "token")
-    if token.startswith("kf_at_") and "client_id" not in params:
+    client = authenticate_client(params) if presents_client(params) else None
+    if client is None and token.startswith("kf_at_"):
         raise OAuthError("invalid_request", "Name the client (client_id) to revoke an OAuth token")
-    client = authenticate_client(params) if "client_id" in params else None
     AccessToken.revoke(token, client)
     return "", 200  # unknown and foreign tokens too, so revocation is no oracle (RFC 7009 §2.2)

@@ -37,7 +37,9 @@ class Catcher(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[("alice", "pw")]) as base:
+    # One user per test: sign-in is limited to 5 a minute per username.
+    people = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[(name, "pw") for name in people]) as base:
         yield base
 
 
@@ -85,10 +87,20 @@ def screenshot(page, name):
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
 
 
-def sign_in(page):
-    page.get_by_label("Username").fill("alice")
+def sign_in(page, username="alice"):
+    page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill("pw")
     page.get_by_role("button", name="Sign in").click()
+
+
+def exchange(server, params, code):
+    return httpx2.post(f"{server}/oauth/token", data={
+        "grant_type": "authorization_code", "client_id": params["client_id"], "code": code,
+        "code_verifier": VERIFIER, "redirect_uri": params["redirect_uri"]}).json()["access_token"]
+
+
+def api_status(server, token):
+    return httpx2.get(f"{server}/api/me", headers={"Authorization": f"Bearer {token}"}).status_code
 
 
 def test_approving_in_chrome_delivers_the_code_to_the_loopback_app(server, page, catcher, authorization_url):
@@ -103,16 +115,57 @@ def test_approving_in_chrome_delivers_the_code_to_the_loopback_app(server, page,
     page.get_by_text("The app got its answer").wait_for()
     answer = catcher.received[-1]
     assert answer["state"] == "browser-state" and answer["iss"] == server
-    token = httpx2.post(f"{server}/oauth/token", data={
-        "grant_type": "authorization_code", "client_id": params["client_id"], "code": answer["code"],
-        "code_verifier": VERIFIER, "redirect_uri": params["redirect_uri"]}).json()
-    me = httpx2.get(f"{server}/api/me", headers={"Authorization": f"Bearer {token['access_token']}"})
+    token = exchange(server, params, answer["code"])
+    me = httpx2.get(f"{server}/api/me", headers={"Authorization": f"Bearer {token}"})
     assert me.json()["user"] == "alice" and me.json()["scope"] == "read write"
+
+
+def test_a_connected_app_is_listed_and_disconnecting_it_refuses_its_token(server, page, catcher, authorization_url):
+    url, params = authorization_url
+    page.goto(url)
+    sign_in(page, "erin")
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("The app got its answer").wait_for()
+    token = exchange(server, params, catcher.received[-1]["code"])
+    page.goto(f"{server}/my/connected_apps")
+    sign_in(page, "erin")  # served on a loopback host, the approval ended the sign-in
+    page.goto(f"{server}/my/connected_apps")
+    row = page.get_by_role("row").filter(has_text="Browser Test App").first
+    assert "Read and write" in row.inner_text() and "self-declared" in row.inner_text()
+    screenshot(page, "connected-apps")
+    row.get_by_role("link", name="Disconnect…").click()
+    screenshot(page, "disconnect-confirmation")
+    page.get_by_role("button", name="Disconnect").click()
+    page.get_by_text("is disconnected").wait_for()
+    assert api_status(server, token) == 401
+
+
+def test_a_personal_token_is_created_copied_used_and_revoked(server, chromium):
+    context = chromium.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto(f"{server}/session/new")
+    sign_in(page, "frank")
+    page.get_by_role("navigation", name="Account").get_by_role("link", name="Personal access tokens").click()
+    page.get_by_label("What is it for?").fill("Nightly backup")
+    page.get_by_label("Read and write").check()
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_role("button", name="Copy").click()
+    page.get_by_role("button", name="Copied").wait_for()
+    screenshot(page, "personal-token-created")
+    token = page.evaluate("navigator.clipboard.readText()")
+    assert token.startswith("kf_pat_") and api_status(server, token) == 200
+    page.get_by_role("link", name="Back to personal access tokens").click()
+    screenshot(page, "personal-tokens")
+    assert token not in page.content() and token[:13] in page.content()
+    page.get_by_role("button", name="Revoke Nightly backup").click()
+    page.get_by_text("The token is revoked").wait_for()
+    assert api_status(server, token) == 401
+    context.close()
 
 
 def test_denying_in_chrome_tells_the_app_access_denied(page, catcher, authorization_url):
     page.goto(authorization_url[0])
-    sign_in(page)
+    sign_in(page, "bob")
     page.get_by_role("button", name="Deny").click()
     page.get_by_text("The app got its answer").wait_for()
     assert catcher.received[-1]["error"] == "access_denied" and "code" not in catcher.received[-1]
@@ -120,7 +173,7 @@ def test_denying_in_chrome_tells_the_app_access_denied(page, catcher, authorizat
 
 def test_consent_works_from_the_keyboard_alone(page, catcher, authorization_url):
     page.goto(authorization_url[0])
-    sign_in(page)
+    sign_in(page, "carol")
     page.get_by_role("button", name="Approve").wait_for()
     for _ in range(10):
         page.keyboard.press("Tab")
@@ -135,7 +188,7 @@ def test_pages_fit_a_phone_screen(chromium, authorization_url):
     context = chromium.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
     page = context.new_page()
     page.goto(authorization_url[0])
-    sign_in(page)
+    sign_in(page, "dave")
     page.get_by_role("button", name="Approve").wait_for()
     screenshot(page, "consent-phone")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375

@@ -12,7 +12,8 @@ def test_metadata_advertises_the_endpoints_under_one_issuer(client):
     assert metadata["response_types_supported"] == ["code"]
     assert metadata["grant_types_supported"] == ["authorization_code"]
     assert metadata["code_challenge_methods_supported"] == ["S256"]
-    assert metadata["token_endpoint_auth_methods_supported"] == ["none"]
+    assert metadata["token_endpoint_auth_methods_supported"] == ["none", "client_secret_basic", "client_secret_post"]
+    assert metadata["revocation_endpoint_auth_methods_supported"] == ["none", "client_secret_basic", "client_secret_post"]
     assert metadata["scopes_supported"] == ["read", "write"]
     assert metadata["authorization_response_iss_parameter_supported"] is True
     assert None not in metadata.values()

@@ -41,6 +41,11 @@ def test_client_refuses_anything_but_a_port_change(loopback_client, uri):
     assert not loopback_client.allows_redirect(uri)
 
 
+def test_client_ids_are_32_letters_and_digits(app):
+    ids = {Client.create(name="x", redirect_uris=["http://localhost/cb"]).client_id for _ in range(50)}
+    assert len(ids) == 50 and all(len(client_id) == 32 and client_id.isalnum() for client_id in ids)
+
+
 @pytest.mark.parametrize("uri", [
     "http://127.0.0.1/cb", "http://127.0.0.1:0/cb", "http://[::1]:5555/cb", "http://localhost/callback",
     "http://localhost:3000", "http://127.0.0.1:8080/oauth/callback?client=cli"])
@@ -215,3 +220,57 @@ def test_user_authenticates_only_with_the_right_password(user):
     assert User.authenticate("alice", "wrong") is None and User.authenticate("nobody", "wrong") is None
     assert User.authenticate("alice", "correct horse battery staple\0") is None
     assert User.get_by_id(user.id).password_digest.startswith(("scrypt:", "pbkdf2:"))
+
+
+@pytest.fixture
+def confidential(app):
+    return Client.create_confidential(name="Server App", redirect_uris=["https://app.example/cb"])
+
+
+def test_a_confidential_client_holds_only_the_digest_of_its_secret(confidential):
+    row = Client.get_by_id(confidential.id)
+    assert confidential.secret.startswith("kf_cs_") and len(confidential.secret) >= 6 + 43
+    assert row.secret_digest == digest(confidential.secret) and not hasattr(row, "secret")
+    assert row.is_confidential and row.token_endpoint_auth_method == "client_secret_basic"
+
+
+@pytest.mark.parametrize("method, confidential", [
+    ("none", False), ("client_secret_basic", True), ("client_secret_post", True)])
+def test_only_a_secret_method_makes_a_client_confidential(app, method, confidential):
+    assert Client(name="A", redirect_uris=[], token_endpoint_auth_method=method).is_confidential is confidential
+
+
+@pytest.mark.parametrize("method", ["none", "private_key_jwt", None])
+def test_a_confidential_client_needs_a_secret_method(app, method):
+    with pytest.raises(ValueError):
+        Client.create_confidential(method, name="A", redirect_uris=["https://app.example/cb"])
+    assert Client.select().count() == 0
+
+
+def test_a_client_authenticates_only_its_own_secret(confidential, oauth_client):
+    assert confidential.authenticates(confidential.secret)
+    assert Client.find_by("client_id", confidential.client_id).authenticates(confidential.secret)
+    for wrong in (confidential.secret + "x", confidential.secret[:-1], confidential.secret.upper(), "", None,
+                  [confidential.secret], 42, b"kf_cs_", "é", "\ud800"):
+        assert not confidential.authenticates(wrong)
+    assert not oauth_client.authenticates("") and not oauth_client.authenticates(None)
+    assert not oauth_client.authenticates(confidential.secret)
+
+
+def test_regenerating_a_secret_invalidates_the_old_one(confidential):
+    old = confidential.secret
+    new = confidential.regenerate_secret()
+    row = Client.get_by_id(confidential.id)
+    assert new != old and new.startswith("kf_cs_")
+    assert row.authenticates(new) and not row.authenticates(old) and row.secret_digest == digest(new)
+
+
+def test_a_public_client_has_no_secret_to_regenerate(oauth_client):
+    with pytest.raises(ValueError):
+        oauth_client.regenerate_secret()
+    assert Client.get_by_id(oauth_client.id).secret_digest is None
+
+
+def test_a_dynamically_registered_client_stays_public(oauth_client):
+    assert not oauth_client.is_confidential
+    assert oauth_client.registration()["token_endpoint_auth_method"] == "none"

@@ -1,0 +1,41 @@
+"""Personal access tokens: created by a signed-in user, shown once, listed by prefix, revoked."""
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from models import AccessToken
+from oauth.authentication import current_user, login_required
+
+bp = Blueprint("access_tokens", __name__)
+
+SCOPES = {"read": "Read", "read write": "Read and write"}
+
+
+@bp.get("/my/access_tokens")
+@login_required
+def index():
+    """List the user's personal tokens, with a form for a new one."""
+    return render_template("access_tokens/index.html", tokens=AccessToken.personal(current_user()), scopes=SCOPES,
+                           description="", error=None)
+
+
+@bp.post("/my/access_tokens")
+@login_required
+def create():
+    """Mint a personal token and show it, this once."""
+    description, scope = request.form.get("description", "").strip(), request.form.get("scope")
+    error = ("Describe what the token is for (at most 255 characters)." if not 0 < len(description) <= 255
+             else "Choose read, or read and write." if scope not in SCOPES else None)
+    if error:
+        return render_template("access_tokens/index.html", tokens=AccessToken.personal(current_user()),
+                               scopes=SCOPES, description=description[:255], error=error), 422
+    token = AccessToken.issue(current_user(), scope=scope, description=description)
+    return render_template("access_tokens/created.html", token=token), 201, {"Cache-Control": "no-store"}
+
+
+@bp.post("/my/access_tokens/<int:token_id>/revoke")
+@login_required
+def destroy(token_id):
+    """Revoke one of the user's personal tokens."""
+    if not AccessToken.revoke_personal(current_user(), token_id):
+        abort(404)
+    flash("The token is revoked.", "notice")
+    return redirect(url_for("access_tokens.index"))

@@ -1,0 +1,59 @@
+"""Connected apps: what a user sees of the apps holding their tokens, and disconnecting one."""
+from conftest import csrf_token, sign_in
+from models import AccessToken
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token.token}"}
+
+
+def test_connected_apps_lists_each_app_once_with_its_widest_scope(client, signed_in, oauth_client, other_oauth_client):
+    AccessToken.issue(signed_in, oauth_client, scope="read")
+    AccessToken.issue(signed_in, oauth_client, scope="read write")
+    AccessToken.issue(signed_in)  # personal tokens are not apps
+    page = client.get("/my/connected_apps").get_data(as_text=True)
+    assert page.count("Test App") == 1 and "Other App" not in page and "Read and write" in page
+    assert "self-declared" in page and "sends you back to 127.0.0.1" in page and "never" in page
+
+
+def test_connected_apps_shows_when_an_app_was_last_used(client, signed_in, access_token):
+    AccessToken.authenticate(access_token.token, at=1_795_000_000)
+    assert "2026-11-18" in client.get("/my/connected_apps").get_data(as_text=True)
+
+
+def test_connected_apps_says_when_there_are_none(client, signed_in):
+    assert "No apps are connected" in client.get("/my/connected_apps").get_data(as_text=True)
+
+
+def test_disconnect_asks_first_then_revokes_every_token_of_that_app(client, signed_in, oauth_client, other_oauth_client):
+    tokens = [AccessToken.issue(signed_in, oauth_client) for _ in range(3)]
+    other = AccessToken.issue(signed_in, other_oauth_client)
+    confirm = client.get(f"/my/connected_apps/{oauth_client.client_id}")
+    assert "Disconnect Test App?" in confirm.get_data(as_text=True)
+    response = client.post(f"/my/connected_apps/{oauth_client.client_id}/disconnect",
+                           data={"csrf_token": csrf_token(confirm)})
+    assert response.location == "/my/connected_apps"
+    assert "Test App is disconnected" in client.get(response.location).get_data(as_text=True)
+    assert all(client.get("/api/me", headers=bearer(token)).status_code == 401 for token in tokens)
+    assert client.get("/api/me", headers=bearer(other)).status_code == 200
+
+
+def test_disconnect_without_a_csrf_token_changes_nothing(client, signed_in, access_token, oauth_client):
+    for data in ({}, {"csrf_token": "forged"}):
+        response = client.post(f"/my/connected_apps/{oauth_client.client_id}/disconnect", data=data)
+        assert response.status_code == 400
+    assert AccessToken.authenticate(access_token.token)
+
+
+def test_another_users_connection_is_a_404(app, client, user, other_user, oauth_client):
+    mallorys = AccessToken.issue(other_user, oauth_client)
+    sign_in(client)
+    assert client.get(f"/my/connected_apps/{oauth_client.client_id}").status_code == 404
+    token = csrf_token(client.get("/my/connected_apps"))
+    response = client.post(f"/my/connected_apps/{oauth_client.client_id}/disconnect", data={"csrf_token": token})
+    assert response.status_code == 404 and AccessToken.authenticate(mallorys.token)
+    assert client.get("/my/connected_apps/unknown-client").status_code == 404
+
+
+def test_connected_apps_needs_sign_in(client):
+    assert client.get("/my/connected_apps").location == "/session/new"
