@@ -57,10 +57,10 @@ def create_app(config=None):
     CORS(app, resources={f"^{path}.*" if path.endswith("/") else f"^{path}$": {} for path in MACHINE_PATHS},
          allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
          expose_headers=["WWW-Authenticate"], supports_credentials=False, send_wildcard=True, always_send=False)
-    from oauth import (access_tokens, api, authorizations, clients, connected_apps, home, metadata, revocations,
+    from oauth import (access_tokens, api, apps, authorizations, clients, connected_apps, home, metadata, revocations,
                        sessions, tokens)
-    for module in (access_tokens, api, authorizations, clients, connected_apps, home, metadata, revocations, sessions,
-                   tokens):
+    for module in (access_tokens, api, apps, authorizations, clients, connected_apps, home, metadata, revocations,
+                   sessions, tokens):
         app.register_blueprint(module.bp)
     for module in (api, clients, metadata, revocations, tokens):
         csrf.exempt(module.bp)

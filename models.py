@@ -8,6 +8,7 @@ import re
 import secrets
 import string
 import time
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
@@ -28,6 +29,7 @@ db = DatabaseProxy()
 SCOPES = ("read", "write")
 LOOPBACK_URI = re.compile(
     r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(0|[1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
+HTTPS_URI = re.compile(r"https://((?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z][a-z0-9-]*)(?::[1-9][0-9]{0,4})?([/?][\x21-\x7e]*)?")
 CODE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
@@ -83,10 +85,18 @@ def loopback_parts(uri):
     if not match or int(match[2] or 0) > 65535:
         return None
     rest = match[3] or ""
+    return (match[1], match[2], rest) if plain_path(rest) else None
+
+
+def plain_path(rest):
+    """No fragment, backslash or dot-segment (encoded or not) in a URI's path and query."""
     segments = rest.split("?")[0].lower().replace("%2e", ".").split("/")
-    if "#" in rest or "\\" in rest or "." in segments or ".." in segments:
-        return None
-    return match[1], match[2], rest
+    return "#" not in rest and "\\" not in rest and "." not in segments and ".." not in segments
+
+
+def printable_name(name):
+    """A name without control, format (bidi) or surrogate characters, which could disguise it when shown."""
+    return "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs")).strip()
 
 
 class BaseModel(Model):
@@ -158,6 +168,7 @@ class Client(BaseModel):
     created_at = IntegerField(default=now)
     token_endpoint_auth_method = CharField(max_length=32, default="none")
     secret_digest = CharField(max_length=64, null=True)
+    owner = ForeignKeyField(User, null=True, backref="apps", on_delete="CASCADE")  # who registered it on /my/apps
 
     MAX_REDIRECT_URIS = 10
     MAX_REDIRECT_URI_LENGTH = 512
@@ -208,6 +219,32 @@ class Client(BaseModel):
     @redirect_uris.setter
     def redirect_uris(self, uris):
         self.redirect_uris_json = json.dumps(list(uris))
+
+    @classmethod
+    def register_app(cls, owner, name, redirect_uris, confidential=False):
+        """An app a user registers through the pages: it may ask for write, and may keep a secret."""
+        fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write"}
+        return cls.create_confidential(**fields) if confidential else cls.create(**fields)
+
+    @classmethod
+    def owned_by(cls, user):
+        return list(cls.select().where(cls.owner == user).order_by(cls.created_at))
+
+    @classmethod
+    def app_errors(cls, name, redirect_uris):
+        """What is wrong with an app's name and redirect URIs, in words for its form; empty when nothing is."""
+        errors = [] if 0 < len(printable_name(name)) <= 255 else ["Give the app a name of at most 255 characters."]
+        if not 0 < len(redirect_uris) <= cls.MAX_REDIRECT_URIS:
+            errors.append(f"Give between 1 and {cls.MAX_REDIRECT_URIS} redirect URIs.")
+        return errors + [f"{uri[:80]} is not an https or http loopback URI without a fragment."
+                         for uri in redirect_uris if not cls.registrable_app_redirect(uri)]
+
+    @classmethod
+    def registrable_app_redirect(cls, uri):
+        """Apps registered through the pages may also use https, matched exactly: a plain host name, no
+        userinfo, fragment or dot-segments."""
+        https = HTTPS_URI.fullmatch(uri) if len(uri) <= cls.MAX_REDIRECT_URI_LENGTH else None
+        return cls.registrable_redirect(uri) or bool(https and plain_path(https[2] or ""))
 
     @classmethod
     def registrable_redirect(cls, uri):

@@ -19,9 +19,10 @@ def new():
     grant = authorization_request()
     if not current_user():
         return require_sign_in()
-    host, port, _ = loopback_parts(g.redirect_uri) or (None, None, None)
+    target = urlsplit(g.redirect_uri)
     return render_template("authorizations/new.html", client=g.client, grant=grant, state=g.get("state"),
-                           redirect_host=host, redirect_port=port or "80",
+                           redirect_host=target.hostname, redirect_port=target.port or {"https": 443}.get(target.scheme, 80),
+                           redirect_is_local=loopback_parts(g.redirect_uri) is not None,
                            scope_words=[SCOPE_WORDS[word] for word in grant["scope"].split(" ")])
 
 

@@ -1,9 +1,7 @@
 """Dynamic client registration for MCP clients on loopback redirects (RFC 7591)."""
-import unicodedata
-
 from flask import Blueprint
 
-from models import Client, canonical_scope
+from models import Client, canonical_scope, printable_name
 from oauth import OAuthError, json_object, limiter
 
 bp = Blueprint("clients", __name__)
@@ -45,8 +43,7 @@ def client_name(metadata):
     name = metadata.get("client_name", DEFAULT_NAME)
     if not isinstance(name, str) or len(name) > 255:
         raise OAuthError("invalid_client_metadata", "client_name must be a string of at most 255 characters")
-    name = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs")).strip()
-    return name or DEFAULT_NAME
+    return printable_name(name) or DEFAULT_NAME
 
 
 def registered_scope(metadata):

@@ -199,3 +199,40 @@ def test_an_unknown_client_gets_an_error_page(server, page):
     page.goto(f"{server}/oauth/authorization/new?client_id=nope&redirect_uri=http://127.0.0.1:1/cb")
     screenshot(page, "authorization-error")
     assert "can't be used" in page.content() and page.url.startswith(server)
+
+
+def test_a_confidential_app_is_registered_used_with_its_secret_and_deleted(server, page, catcher):
+    redirect_uri = f"http://127.0.0.1:{catcher.server_port}/callback"
+    page.goto(f"{server}/session/new")
+    sign_in(page, "grace")
+    page.get_by_role("navigation", name="Account").get_by_role("link", name="OAuth apps").click()
+    page.get_by_label("Name people see when they approve it").fill("Grace's reports")
+    page.get_by_label("Redirect URIs, one per line").fill(redirect_uri)
+    page.get_by_label("Confidential").check()
+    page.get_by_role("button", name="Register app").click()
+    screenshot(page, "app-secret")
+    secret = page.locator("#client-secret").inner_text()
+    client_id = page.locator("dd code").first.inner_text()
+    page.get_by_role("link", name="Go to Grace's reports").click()
+    screenshot(page, "app-settings")
+    assert secret not in page.content()
+
+    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "scope": "read",
+              "code_challenge": s256(VERIFIER), "code_challenge_method": "S256"}
+    page.goto(f"{server}/oauth/authorization/new?{urlencode(params)}")
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("The app got its answer").wait_for()
+    form = {"grant_type": "authorization_code", "code": catcher.received[-1]["code"], "code_verifier": VERIFIER,
+            "redirect_uri": redirect_uri, "client_id": client_id}
+    assert httpx2.post(f"{server}/oauth/token", data=form).status_code == 400  # a confidential app needs its secret
+    token = httpx2.post(f"{server}/oauth/token", data={**form, "client_secret": secret}).json()["access_token"]
+    assert api_status(server, token) == 200
+
+    page.goto(f"{server}/my/apps")
+    sign_in(page, "grace")  # served on a loopback host, the approval ended the sign-in
+    page.goto(f"{server}/my/apps")
+    page.get_by_role("link", name="Grace's reports").click()
+    page.get_by_role("link", name="Delete app…").click()
+    page.get_by_role("button", name="Delete app").click()
+    page.get_by_text("is deleted").wait_for()
+    assert api_status(server, token) == 401

@@ -1,0 +1,96 @@
+"""OAuth apps a user registers here: public or confidential, with the secret shown once."""
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from models import Client
+from oauth.authentication import current_user, login_required
+
+bp = Blueprint("apps", __name__)
+
+KINDS = {"public": "Public: a desktop, CLI or browser app that cannot keep a secret",
+         "confidential": "Confidential: a server that keeps a client secret"}
+
+
+@bp.get("/my/apps")
+@login_required
+def index():
+    """List the user's apps, with a form to register another."""
+    return render_template("apps/index.html", apps=Client.owned_by(current_user()), kinds=KINDS, form={}, errors=[])
+
+
+@bp.post("/my/apps")
+@login_required
+def create():
+    """Register an app; a confidential one gets a secret, shown this once."""
+    name, uris, kind = submitted_app()
+    errors = Client.app_errors(name, uris) + ([] if kind in KINDS else ["Choose public or confidential."])
+    if errors:
+        return render_template("apps/index.html", apps=Client.owned_by(current_user()), kinds=KINDS,
+                               form=request.form, errors=errors), 422
+    app = Client.register_app(current_user(), name, uris, confidential=kind == "confidential")
+    if app.is_confidential:
+        return render_template("apps/secret.html", app=app, secret=app.secret), 201, {"Cache-Control": "no-store"}
+    flash(f"{app.name} is registered.", "notice")
+    return redirect(url_for("apps.show", client_id=app.client_id))
+
+
+@bp.get("/my/apps/<client_id>")
+@login_required
+def show(client_id):
+    """Show an app's credentials and settings, for editing."""
+    app = find_app(client_id)
+    return render_template("apps/show.html", app=app, form={"name": app.name, "redirect_uris": "\n".join(app.redirect_uris)},
+                           errors=[])
+
+
+@bp.post("/my/apps/<client_id>")
+@login_required
+def update(client_id):
+    """Change an app's name and redirect URIs (validated like registration)."""
+    app = find_app(client_id)
+    name, uris, _ = submitted_app()
+    errors = Client.app_errors(name, uris)
+    if errors:
+        return render_template("apps/show.html", app=app, form=request.form, errors=errors), 422
+    app.name, app.redirect_uris = name, uris
+    app.save()
+    flash("Saved.", "notice")
+    return redirect(url_for("apps.show", client_id=client_id))
+
+
+@bp.post("/my/apps/<client_id>/secret")
+@login_required
+def regenerate_secret(client_id):
+    """Replace a confidential app's secret; the old one stops working at once."""
+    app = find_app(client_id)
+    if not app.is_confidential:
+        abort(404)
+    return render_template("apps/secret.html", app=app, secret=app.regenerate_secret(), regenerated=True), 200, \
+        {"Cache-Control": "no-store"}
+
+
+@bp.get("/my/apps/<client_id>/delete")
+@login_required
+def confirm_destroy(client_id):
+    """Ask before deleting an app."""
+    return render_template("apps/delete.html", app=find_app(client_id))
+
+
+@bp.post("/my/apps/<client_id>/delete")
+@login_required
+def destroy(client_id):
+    """Delete the app and every token issued to it, in one transaction."""
+    app = find_app(client_id)
+    app.remove()
+    flash(f"{app.name} is deleted, and every token issued to it is revoked.", "notice")
+    return redirect(url_for("apps.index"))
+
+
+def submitted_app():
+    lines = request.form.get("redirect_uris", "").splitlines()
+    return request.form.get("name", "").strip(), [line.strip() for line in lines if line.strip()], request.form.get("kind")
+
+
+def find_app(client_id):
+    """The user's own app; anyone else's is a 404 like a missing one."""
+    app = Client.find_by("client_id", client_id)
+    return app if app and app.owner_id == current_user().id else abort(404)
