@@ -192,6 +192,14 @@ def test_pages_fit_a_phone_screen(chromium, authorization_url):
     page.get_by_role("button", name="Approve").wait_for()
     screenshot(page, "consent-phone")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.goto(authorization_url[0].split("/oauth/")[0] + "/my/apps")
+    page.get_by_label("Name people see when they approve it").fill("A dashboard with a rather long name indeed")
+    page.get_by_label("Redirect URIs, one per line").fill("https://reports.example.com/oauth/callback/with/a/long/path")
+    page.get_by_role("button", name="Register app").click()
+    for path in ("/my/apps", "/my/connected_apps", "/my/access_tokens", "/"):
+        page.goto(authorization_url[0].split("/oauth/")[0] + path)
+        screenshot(page, "phone" + (path.replace("/", "-").rstrip("-") or "-home"))
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
     context.close()
 
 
