@@ -1,15 +1,10 @@
-"""Who is asking: the signed-in user of a page, the client at a machine endpoint, the bearer of a token."""
-import base64
-import re
+"""Who is asking: the signed-in user of a page, or the bearer of a token."""
 from functools import wraps
-from urllib.parse import unquote_to_bytes
 
 from flask import g, redirect, request, session, url_for
 
-from models import AccessToken, Client, User
-from oauth import OAuthError, is_parameter, issuer, require_params
-
-BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+from models import AccessToken, User
+from oauth import issuer
 
 
 def current_user():
@@ -40,74 +35,6 @@ def login_required(view):
     def wrapper(*args, **kwargs):
         return view(*args, **kwargs) if current_user() else require_sign_in()
     return wrapper
-
-
-def authenticate_client(params):
-    """The client a token or revocation request comes from (RFC 6749 §2.3, §3.2.1): a public client names
-    itself, a confidential one proves its secret by Basic or in the body, and never by both (§2.3)."""
-    basic = uses_basic()
-    require_one_method(params, basic)
-    client_id, secret = basic_credentials(params) if basic else body_credentials(params)
-    client = Client.find_by("client_id", client_id)
-    if client is None or not proves_identity(client, secret, basic):
-        raise client_authentication_failed(basic)
-    return client
-
-
-def presents_client(params):
-    """Whether a request names a client or carries client credentials at all."""
-    return uses_basic() or "client_id" in params or params.get("client_secret") not in (None, "")
-
-
-def uses_basic():
-    """Whether the request chose client_secret_basic, well-formed or not; the scheme is case-insensitive."""
-    return request.headers.get("Authorization", "").partition(" ")[0].lower() == "basic"
-
-
-def require_one_method(params, basic):
-    if basic and params.get("client_secret") not in (None, ""):
-        raise OAuthError("invalid_request", "Client credentials must use only one authentication method")
-
-
-def basic_credentials(params):
-    """(client_id, secret) from Authorization: Basic. Each half was form-urlencoded before the pair was
-    base64-encoded (RFC 6749 §2.3.1, Appendix B), so the split is on the first colon and %3A decodes after it."""
-    encoded = request.headers["Authorization"].partition(" ")[2].strip()
-    try:
-        client_id, secret = map(form_decode, base64.b64decode(encoded, validate=True).split(b":", 1))
-    except ValueError:  # not base64, no colon, a bad %-escape, or not UTF-8
-        raise client_authentication_failed(basic=True) from None
-    if not is_parameter(client_id) or params.get("client_id") not in (None, "", client_id):
-        raise client_authentication_failed(basic=True)
-    return client_id, secret
-
-
-def form_decode(half):
-    if BAD_ESCAPE.search(half):
-        raise ValueError("Malformed %-escape")
-    return unquote_to_bytes(half.replace(b"+", b" ")).decode()
-
-
-def body_credentials(params):
-    """client_secret_post: client_id and client_secret in the body, as request_params never reads a POST's query."""
-    (client_id,) = require_params(params, "client_id")
-    return client_id, params.get("client_secret")
-
-
-def proves_identity(client, secret, basic):
-    """A confidential client proves its secret; a public one holds none, so presenting one is a failed attempt."""
-    if client.is_confidential:
-        return client.authenticates(secret)
-    return not basic and secret in (None, "")
-
-
-def client_authentication_failed(basic):
-    """The same answer for an unknown client and a wrong secret. Only a request that tried Basic gets a 401 and
-    a Basic challenge (RFC 6749 §5.2): a challenge for a scheme never tried can pop a browser's password dialog."""
-    if basic:
-        return OAuthError("invalid_client", "Client authentication failed", 401,
-                          {"WWW-Authenticate": f'Basic realm="{issuer()}"'})
-    return OAuthError("invalid_client", "Client authentication failed")
 
 
 def bearer_token_required(view):

@@ -3,7 +3,7 @@ from flask import Blueprint
 
 from models import AccessToken
 from oauth import OAuthError, limiter, request_params, require_params
-from oauth.authentication import authenticate_client, presents_client
+from oauth.client_authentication import authenticate_client, presents_client
 
 bp = Blueprint("revocations", __name__)
 

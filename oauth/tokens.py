@@ -3,7 +3,7 @@ from flask import Blueprint
 
 from models import AccessToken, AuthorizationCode, User
 from oauth import OAuthError, limiter, optional_param, request_params, require_params
-from oauth.authentication import authenticate_client
+from oauth.client_authentication import authenticate_client
 
 bp = Blueprint("tokens", __name__)
 
