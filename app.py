@@ -16,7 +16,7 @@ from peewee import JOIN, fn
 from werkzeug.exceptions import HTTPException
 
 import models
-from models import AccessToken, Client, User, db
+from models import AccessToken, Client, User, db, printable_name
 from oauth import OAuthError, limiter
 
 MACHINE_PATHS = ("/oauth/token", "/oauth/revocation", "/oauth/clients", "/api/", "/.well-known/")
@@ -199,8 +199,9 @@ def list_users():
 def remove_user(name):
     """Remove a user and every token they hold."""
     with command_database():
-        find_or_fail(User, "username", name, "user named").remove()
-    click.echo(f"Removed user {name} and their tokens")
+        apps = find_or_fail(User, "username", name, "user named").remove()
+    click.echo(f"Removed user {name} and their tokens"
+               + (f", and the apps they registered with all their tokens: {', '.join(apps)}" if apps else ""))
 
 
 @cli.group()
@@ -213,7 +214,8 @@ def list_clients():
     """List the clients, who registered them, and how many tokens each holds."""
     with command_database():
         counts = token_counts(AccessToken.oauth_client)
-        rows = [(app.client_id, app.name[:40], "self-registered" if app.dynamically_registered else "operator",
+        rows = [(app.client_id, app.name[:40], "self-registered" if app.dynamically_registered else
+                 f"by {app.owner.username}" if app.owner else "operator",
                  " ".join(app.redirect_uris), when(app.created_at), counts.get(app.id, 0))
                 for app in Client.select().order_by(Client.created_at)]
     show(rows, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), empty="No clients yet.")
@@ -242,7 +244,7 @@ def list_tokens(username):
         tokens = (AccessToken.select(AccessToken, User, Client).join(User).switch(AccessToken)
                   .join(Client, JOIN.LEFT_OUTER).order_by(AccessToken.created_at))
         if username is not None:
-            tokens = tokens.where(User.username == username)
+            tokens = tokens.where(User.username == find_or_fail(User, "username", username, "user named").username)
         rows = [(row.display_prefix, row.user.username, row.oauth_client.name[:30] if row.oauth_client else "personal",
                  row.scope, when(row.created_at), when(row.last_used_at)) for row in tokens]
     show(rows, ("PREFIX", "USER", "CLIENT", "SCOPE", "CREATED", "LAST USED"), empty="No tokens.")
@@ -288,6 +290,7 @@ def show(rows, header, empty):
     if not rows:
         click.echo(empty)
         return
-    widths = [max(len(str(value)) for value in column) for column in zip(header, *rows)]
+    rows = [[printable_name(str(value)) for value in row] for row in rows]  # no terminal escapes from names
+    widths = [max(len(value) for value in column) for column in zip(header, *rows)]
     for row in (header, *rows):
         click.echo("  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip())

@@ -29,7 +29,8 @@ db = DatabaseProxy()
 SCOPES = ("read", "write")
 LOOPBACK_URI = re.compile(
     r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(0|[1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
-HTTPS_URI = re.compile(r"https://((?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z][a-z0-9-]*)(?::[1-9][0-9]{0,4})?([/?][\x21-\x7e]*)?")
+HTTPS_URI = re.compile(
+    r"https://((?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z](?:[a-z0-9-]*[a-z0-9])?)(?::([1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
 CODE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
@@ -139,10 +140,15 @@ class User(BaseModel):
             raise ValueError(f"A user named {username!r} already exists") from None
 
     def remove(self):
-        """Delete the user and, in the same transaction, every token they hold."""
+        """Delete the user, the apps they registered (with every token issued to those) and every token
+        they hold, in one transaction; the names of the apps removed."""
         with db.atomic():
+            apps = list(Client.select().where(Client.owner == self))
+            for app in apps:
+                app.remove()
             AccessToken.delete().where(AccessToken.user == self).execute()
             self.delete_instance()
+        return [app.name for app in apps]
 
     @classmethod
     def authenticate(cls, username, password):
@@ -226,6 +232,11 @@ class Client(BaseModel):
         fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write"}
         return cls.create_confidential(**fields) if confidential else cls.create(**fields)
 
+    def change_app(self, name, redirect_uris):
+        """Rename the app and replace its redirect URIs, cleaned as at registration."""
+        self.name, self.redirect_uris = printable_name(name), redirect_uris
+        self.save()
+
     @classmethod
     def owned_by(cls, user):
         return list(cls.select().where(cls.owner == user).order_by(cls.created_at))
@@ -241,10 +252,12 @@ class Client(BaseModel):
 
     @classmethod
     def registrable_app_redirect(cls, uri):
-        """Apps registered through the pages may also use https, matched exactly: a plain host name, no
-        userinfo, fragment or dot-segments."""
+        """Apps registered through the pages may also use https, matched exactly: a plain, non-loopback host
+        name, a port within range, no userinfo, fragment or dot-segments."""
         https = HTTPS_URI.fullmatch(uri) if len(uri) <= cls.MAX_REDIRECT_URI_LENGTH else None
-        return cls.registrable_redirect(uri) or bool(https and plain_path(https[2] or ""))
+        if https is None:
+            return cls.registrable_redirect(uri)
+        return https[1] != "localhost" and int(https[2] or 443) <= 65535 and plain_path(https[3] or "")
 
     @classmethod
     def registrable_redirect(cls, uri):
@@ -377,6 +390,8 @@ class AccessToken(BaseModel):
     @classmethod
     def revoke_personal(cls, user, token_id):
         """Delete one of the user's personal tokens by id; False if the user has no such token."""
+        if not 0 < token_id < 2 ** 63:
+            return False
         return bool(cls.delete().where((cls.id == token_id) & (cls.user == user) & cls.oauth_client.is_null()).execute())
 
     @classmethod

@@ -1,7 +1,7 @@
 """Personal access tokens: created by a signed-in user, shown once, listed by prefix, revoked."""
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from models import AccessToken
+from models import AccessToken, printable_name
 from oauth.authentication import current_user, login_required
 
 bp = Blueprint("access_tokens", __name__)
@@ -21,7 +21,7 @@ def index():
 @login_required
 def create():
     """Mint a personal token and show it, this once."""
-    description, scope = request.form.get("description", "").strip(), request.form.get("scope")
+    description, scope = printable_name(request.form.get("description", "")), request.form.get("scope")
     error = ("Describe what the token is for (at most 255 characters)." if not 0 < len(description) <= 255
              else "Choose read, or read and write." if scope not in SCOPES else None)
     if error:

@@ -51,8 +51,7 @@ def update(client_id):
     errors = Client.app_errors(name, uris)
     if errors:
         return render_template("apps/show.html", app=app, form=request.form, errors=errors), 422
-    app.name, app.redirect_uris = name, uris
-    app.save()
+    app.change_app(name, uris)
     flash("Saved.", "notice")
     return redirect(url_for("apps.show", client_id=client_id))
 

@@ -16,6 +16,8 @@ def create():
     params = request_params()
     (token,) = require_params(params, "token")
     client = authenticate_client(params) if presents_client(params) else None
+    # A public client identifies itself by client_id (RFC 7009 §2.1); without it an OAuth token would stay
+    # alive while its client believes it revoked. The token's prefix decides, never its state: no oracle.
     if client is None and token.startswith("kf_at_"):
         raise OAuthError("invalid_request", "Name the client (client_id) to revoke an OAuth token")
     AccessToken.revoke(token, client)

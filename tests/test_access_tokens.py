@@ -62,3 +62,13 @@ def test_token_forms_refuse_a_missing_csrf_token(client, signed_in):
     assert client.post("/my/access_tokens", data={"description": "x", "scope": "read"}).status_code == 400
     assert client.post(f"/my/access_tokens/{issued.id}/revoke").status_code == 400
     assert AccessToken.select().count() == 1 and AccessToken.authenticate(issued.token)
+
+
+def test_an_impossible_token_id_is_a_404(client, signed_in):
+    token = csrf_token(client.get("/my/access_tokens"))
+    assert client.post("/my/access_tokens/99999999999999999999999/revoke", data={"csrf_token": token}).status_code == 404
+
+
+def test_a_description_loses_control_and_bidi_characters(client, signed_in):
+    create(client, description="Back\u202eup\x00", scope="read")
+    assert AccessToken.get().description == "Backup"

@@ -53,7 +53,11 @@ def test_a_confidential_apps_secret_is_shown_once_and_stored_as_a_digest(client,
     ({"name": ""}, "Give the app a name"), ({"name": "n" * 256}, "Give the app a name"),
     ({"redirect_uris": ""}, "Give between 1 and 10"), ({"redirect_uris": "http://example.com/cb"}, "is not an https"),
     ({"redirect_uris": "https://app.example.com/cb#x"}, "is not an https"),
-    ({"redirect_uris": "javascript:alert(1)"}, "is not an https"), ({"kind": "secret"}, "Choose public or confidential")])
+    ({"redirect_uris": "javascript:alert(1)"}, "is not an https"), ({"kind": "secret"}, "Choose public or confidential"),
+    ({"redirect_uris": "https://example.com:99999/cb"}, "is not an https"),
+    ({"redirect_uris": "https://localhost/cb"}, "is not an https"),
+    ({"redirect_uris": "https://example.com-/cb"}, "is not an https"),
+    ({"name": "\u202e\x1b\x00"}, "Give the app a name")])
 def test_registration_explains_what_is_wrong_and_registers_nothing(client, signed_in, form, message):
     response = register(client, **form)
     assert response.status_code == 422 and message in response.get_data(as_text=True)
@@ -128,3 +132,13 @@ def test_another_users_app_cannot_be_seen_changed_or_deleted(app, client, user, 
 def test_app_forms_refuse_a_missing_csrf_token(client, signed_in):
     assert client.post("/my/apps", data={"name": "x", "kind": "public", "redirect_uris": HTTPS_REDIRECT}).status_code == 400
     assert Client.select().count() == 0
+
+
+def test_editing_cleans_the_name_as_registration_does(client, signed_in):
+    register(client)
+    app = Client.get(Client.name == "Reports")
+    token = csrf_token(client.get(f"/my/apps/{app.client_id}"))
+    disguised = "\u202eppA dooG\u202c\x1b[2J" + "\u200b" * 5000
+    assert client.post(f"/my/apps/{app.client_id}", data={"csrf_token": token, "name": disguised,
+                                                          "redirect_uris": HTTPS_REDIRECT}).status_code == 302
+    assert Client.get_by_id(app.id).name == "ppA dooG[2J"

@@ -185,6 +185,27 @@ def test_user_remove_deletes_the_user_and_their_tokens(env, seeded):
     assert AccessToken.authenticate(seeded["oauth"].token) is None
 
 
+def test_user_remove_takes_the_users_apps_and_every_token_issued_to_them(env, seeded):
+    bob = User.find_by("username", "bob")
+    app = Client.register_app(User.find_by("username", "alice"), "Alice's app", ["https://app.example.com/cb"])
+    bobs = AccessToken.issue(bob, app)
+    result = keyfob(env, "user", "remove", "alice")
+    assert "Alice's app" in result.stdout and AccessToken.authenticate(bobs.token) is None
+    assert Client.select().where(Client.name == "Alice's app").count() == 0
+
+
+def test_client_list_says_who_registered_an_app_and_never_prints_control_characters(env, seeded):
+    Client.register_app(User.find_by("username", "bob"), "Bob's app", ["https://app.example.com/cb"])
+    Client.update(name="Evil\x1b]0;pwned\x07\rApp").where(Client.id == seeded["client"].id).execute()
+    listing = keyfob(env, "client", "list").stdout
+    assert "by bob" in listing and "\x1b" not in listing and "\x07" not in listing and "Evil]0;pwnedApp" in listing
+
+
+def test_token_list_refuses_an_unknown_user(env, seeded):
+    result = keyfob(env, "token", "list", "--user", "nobody")
+    assert result.returncode == 1 and "No user named 'nobody'" in result.stderr
+
+
 def test_client_list_and_remove_take_the_clients_tokens_with_it(env, seeded):
     listing = keyfob(env, "client", "list").stdout
     assert seeded["client"].client_id in listing and "self-registered" in listing and "127.0.0.1:33418" in listing
