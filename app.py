@@ -11,21 +11,20 @@ from urllib.parse import urlsplit
 import click
 from flask import Flask, render_template, request
 from flask_cors import CORS
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError
 from peewee import JOIN, fn
 from werkzeug.exceptions import HTTPException
 
 import models
 from models import AccessToken, Client, User, db, printable_name
-from oauth import OAuthError, limiter
+from oauth import OAuthError, csrf, limiter
 
-MACHINE_PATHS = ("/oauth/token", "/oauth/revocation", "/oauth/clients", "/api/", "/.well-known/")
+MACHINE_PATHS = ("/oauth/token", "/oauth/revocation", "/oauth/introspection", "/oauth/clients", "/api/", "/.well-known/")
 HTTP_ERRORS = {401: "invalid_client", 404: "not_found", 413: "invalid_request", 429: "slow_down",
                503: "temporarily_unavailable"}
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; frame-ancestors 'none';"
             " base-uri 'none'")
-STRING_SETTINGS = ("SECRET_KEY", "ISSUER", "DATABASE_URL", "RATELIMIT_STORAGE_URI")
-csrf = CSRFProtect()
+STRING_SETTINGS = ("SECRET_KEY", "ISSUER", "DATABASE_URL", "RATELIMIT_STORAGE_URI", "RESOURCES")
 
 
 def create_app(config=None):
@@ -41,6 +40,7 @@ def create_app(config=None):
     app.config.update({name: os.environ[f"KEYFOB_{name}"] for name in STRING_SETTINGS if f"KEYFOB_{name}" in os.environ})
     app.config.update(config or {})
     app.config["ISSUER"] = (app.config.get("ISSUER") or "").rstrip("/") or None
+    app.config["RESOURCES"] = parse_resources(app.config.get("RESOURCES") or "")
     app.config["SESSION_COOKIE_SECURE"] = (app.config["ISSUER"] or "").startswith("https://")
     app.secret_key = app.config.get("SECRET_KEY") or instance_secret(app.instance_path)
 
@@ -57,18 +57,30 @@ def create_app(config=None):
     CORS(app, resources={f"^{path}.*" if path.endswith("/") else f"^{path}$": {} for path in MACHINE_PATHS},
          allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
          expose_headers=["WWW-Authenticate"], supports_credentials=False, send_wildcard=True, always_send=False)
-    from oauth import (access_tokens, api, apps, authorizations, clients, connected_apps, home, metadata, revocations,
-                       sessions, tokens)
-    for module in (access_tokens, api, apps, authorizations, clients, connected_apps, home, metadata, revocations,
-                   sessions, tokens):
+    from oauth import (access_tokens, api, apps, authorizations, clients, connected_apps, home, introspections,
+                       metadata, revocations, sessions, tokens)
+    for module in (access_tokens, api, apps, authorizations, clients, connected_apps, home, introspections, metadata,
+                   revocations, sessions, tokens):
         app.register_blueprint(module.bp)
-    for module in (api, clients, metadata, revocations, tokens):
+    for module in (api, clients, introspections, metadata, revocations, tokens):
         csrf.exempt(module.bp)
     app.add_template_filter(when)
     app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)
     return app
+
+
+def parse_resources(setting):
+    """KEYFOB_RESOURCES: comma-separated URL=Name entries, the resource servers tokens may be bound to."""
+    resources = {}
+    for entry in filter(None, (part.strip() for part in setting.split(","))):
+        url, _, name = entry.partition("=")
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment or "=" not in entry:
+            raise ValueError(f"KEYFOB_RESOURCES: {entry!r} is not URL=Name with an absolute http(s) URL")
+        resources[url.strip()] = name.strip() or url.strip()
+    return resources
 
 
 def instance_secret(instance_path):
@@ -219,6 +231,24 @@ def list_clients():
                  " ".join(app.redirect_uris), when(app.created_at), counts.get(app.id, 0))
                 for app in Client.select().order_by(Client.created_at)]
     show(rows, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), empty="No clients yet.")
+
+
+@client.command("add")
+@click.argument("name")
+@click.option("--confidential", is_flag=True, help="Give it a client secret (a server, or a resource server).")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="https, or http loopback; repeatable.")
+def add_client(name, confidential, redirect_uris):
+    """Register a client as the operator: a resource server that introspects tokens needs --confidential
+    and no redirect URI; an app that signs people in needs its redirect URIs."""
+    errors = Client.app_errors(name, list(redirect_uris), signs_people_in=not confidential)
+    if errors:
+        raise click.ClickException(" ".join(errors))
+    with command_database():
+        app = Client.register_app(None, name, list(redirect_uris), confidential=confidential)
+    click.echo(f"client_id: {app.client_id}")
+    if confidential:
+        click.echo(f"client_secret: {app.secret}")
+        click.echo("Keep the secret now: it is stored only as a digest and cannot be shown again.", err=True)
 
 
 @client.command("remove")

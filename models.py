@@ -242,10 +242,11 @@ class Client(BaseModel):
         return list(cls.select().where(cls.owner == user).order_by(cls.created_at))
 
     @classmethod
-    def app_errors(cls, name, redirect_uris):
-        """What is wrong with an app's name and redirect URIs, in words for its form; empty when nothing is."""
+    def app_errors(cls, name, redirect_uris, signs_people_in=True):
+        """What is wrong with an app's name and redirect URIs, in words for its form; empty when nothing is.
+        Only an app that signs people in needs a redirect URI (a resource server introspecting tokens has none)."""
         errors = [] if 0 < len(printable_name(name)) <= 255 else ["Give the app a name of at most 255 characters."]
-        if not 0 < len(redirect_uris) <= cls.MAX_REDIRECT_URIS:
+        if not int(signs_people_in) <= len(redirect_uris) <= cls.MAX_REDIRECT_URIS:
             errors.append(f"Give between 1 and {cls.MAX_REDIRECT_URIS} redirect URIs.")
         return errors + [f"{uri[:80]} is not an https or http loopback URI without a fragment."
                          for uri in redirect_uris if not cls.registrable_app_redirect(uri)]
@@ -267,7 +268,7 @@ class Client(BaseModel):
     @property
     def redirect_host(self):
         """The host people are sent back to (of the first redirect URI; a loopback app's port varies)."""
-        return urlsplit(self.redirect_uris[0]).hostname
+        return urlsplit(self.redirect_uris[0]).hostname if self.redirect_uris else None
 
     def allows_redirect(self, uri):
         """An exact match, or a loopback URI that differs from a registered one only in its port."""
@@ -302,9 +303,8 @@ class BearerToken(NamedTuple):
     client_id: str | None
     scope: str
     resource: str | None
-
-    def allows(self, method):
-        return method in ("GET", "HEAD") or "write" in self.scope.split(" ")
+    user_id: int
+    created_at: int
 
 
 class AccessToken(BaseModel):
@@ -358,16 +358,17 @@ class AccessToken(BaseModel):
             return None
         cursor = db.cursor()  # the driver's cursor: peewee's execute_sql wrapper would double this lookup's cost
         cursor.execute(
-            "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.last_used_at FROM access_tokens t"
+            "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.user_id, t.created_at, t.last_used_at"
+            " FROM access_tokens t"
             " JOIN users u ON u.id = t.user_id LEFT JOIN clients c ON c.id = t.oauth_client_id"
             f" WHERE t.digest = {db.param}", (digest(token),))
         row = cursor.fetchone()
         if row is None:
             return None
         at = at or now()
-        if row[5] is None or at - row[5] >= cls.USE_RECORDED_EVERY:
+        if row[7] is None or at - row[7] >= cls.USE_RECORDED_EVERY:
             db.execute_sql(f"UPDATE access_tokens SET last_used_at = {db.param} WHERE id = {db.param}", (at, row[0]))
-        return BearerToken(*row[:5])
+        return BearerToken(*row[:7])
 
     @classmethod
     def connected_apps(cls, user):

@@ -4,6 +4,7 @@ from urllib.parse import urlencode
 from flask import current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFProtect
 
 
 
@@ -17,6 +18,7 @@ class ViewLimiter(Limiter):
 
 
 limiter = ViewLimiter(get_remote_address)
+csrf = CSRFProtect()
 
 MAX_PARAMETER_LENGTH = 2048
 
@@ -47,6 +49,17 @@ def json_object():
     except RecursionError:
         return None
     return body if isinstance(body, dict) else None
+
+
+def resources():
+    """The resources tokens are issued for (RFC 8707): the built-in API, which is the issuer, and each
+    configured resource server, with the names people see."""
+    return {issuer(): "your Keyfob account", **current_app.config.get("RESOURCES", {})}
+
+
+def find_resource(resource):
+    """The known resource a resource parameter names (a trailing slash aside), else None."""
+    return next((known for known in resources() if resource in (known, known + "/")), None)
 
 
 def request_params():

@@ -2,13 +2,13 @@
 from flask import Blueprint, g
 
 from models import AccessToken
-from oauth.authentication import bearer_token_required
+from oauth.authentication import require_token
 
 bp = Blueprint("api", __name__)
 
 
 @bp.get("/api/me")
-@bearer_token_required
+@require_token("read")
 def show():
     """Who the token acts for, with which scope, through which client (null for a personal token)."""
     token = g.access_token
@@ -16,7 +16,7 @@ def show():
 
 
 @bp.delete("/api/token")
-@bearer_token_required
+@require_token("write")
 def destroy():
     """Revoke the token this request carries (a client signing itself out)."""
     AccessToken.delete_by_id(g.access_token.id)

@@ -1,10 +1,11 @@
 """The authorization endpoint: validate the request, ask the user, redirect with a code (RFC 6749 §4.1)."""
 from urllib.parse import urlsplit
 
-from flask import Blueprint, g, redirect, render_template, request
+from flask import Blueprint, current_app, g, redirect, render_template, request
 
 from models import CODE_CHALLENGE, AuthorizationCode, Client, canonical_scope, loopback_parts
-from oauth import OAuthError, is_parameter, issuer, optional_param, request_params, with_query
+from oauth import (OAuthError, find_resource, is_parameter, issuer, optional_param, request_params, resources,
+                   with_query)
 from oauth.authentication import current_user, require_sign_in, sign_out
 
 bp = Blueprint("authorizations", __name__)
@@ -23,6 +24,7 @@ def new():
     return render_template("authorizations/new.html", client=g.client, grant=grant, state=g.get("state"),
                            redirect_host=target.hostname, redirect_port=target.port or {"https": 443}.get(target.scheme, 80),
                            redirect_is_local=loopback_parts(g.redirect_uri) is not None,
+                           resource_name=resources()[grant["resource"]],
                            scope_words=[SCOPE_WORDS[word] for word in grant["scope"].split(" ")])
 
 
@@ -96,10 +98,15 @@ def require_scope(params):
 
 
 def require_resource(params):
+    """The resource the token will be for: the one named, else the only configured resource server, else
+    the built-in API (RFC 8707 §2)."""
     resource = optional_param(params, "resource")
-    if resource is not None and resource not in (issuer(), issuer() + "/"):
+    if resource is None:
+        configured = list(current_app.config["RESOURCES"])
+        return configured[0] if len(configured) == 1 else issuer()
+    if find_resource(resource) is None:
         raise OAuthError("invalid_target", "Unknown resource")
-    return resource and issuer()
+    return find_resource(resource)
 
 
 def redirect_to_client(**params):

@@ -17,6 +17,8 @@ def authorization_server():
         "token_endpoint": f"{base}/oauth/token",
         "registration_endpoint": f"{base}/oauth/clients",
         "revocation_endpoint": f"{base}/oauth/revocation",
+        "introspection_endpoint": f"{base}/oauth/introspection",
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code"],

@@ -2,7 +2,7 @@
 from flask import Blueprint
 
 from models import AccessToken, AuthorizationCode, User
-from oauth import OAuthError, limiter, optional_param, request_params, require_params
+from oauth import OAuthError, find_resource, limiter, optional_param, request_params, require_params
 from oauth.client_authentication import authenticate_client
 
 bp = Blueprint("tokens", __name__)
@@ -47,7 +47,7 @@ def require_pkce_verifier(code, verifier):
 
 def require_matching_resource(code, params):
     resource = optional_param(params, "resource")
-    if resource is not None and (code.resource is None or resource not in (code.resource, code.resource + "/")):
+    if resource is not None and (code.resource is None or find_resource(resource) != code.resource):
         raise OAuthError("invalid_target", "resource does not match the authorization request")
 
 

@@ -28,7 +28,7 @@ def test_api_accepts_the_scheme_in_any_case(client, access_token):
 def test_api_challenges_a_request_without_a_bearer_token_with_no_error_code(client, headers):
     response = client.get("/api/me", headers=headers)
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == f"Bearer {METADATA}"
+    assert response.headers["WWW-Authenticate"] == f'Bearer {METADATA}, scope="read"'
 
 
 @pytest.mark.parametrize("authorization", ["Bearer", "Bearer ", "Bearer kf_at_unknown", "Bearer a b",

@@ -240,3 +240,19 @@ def test_token_revoke_refuses_an_ambiguous_prefix(env, seeded):
 def test_admin_commands_fail_clearly_on_unknown_names(env, seeded, command):
     result = keyfob(env, *command)
     assert result.returncode == 1 and result.stderr.startswith("Error: No ") and "Traceback" not in result.stderr
+
+
+def test_client_add_registers_a_confidential_resource_server_and_shows_its_secret_once(env, instance_app):
+    result = keyfob(env, "client", "add", "notes-server", "--confidential")
+    client_id = result.stdout.split("client_id: ")[1].split()[0]
+    secret = result.stdout.split("client_secret: ")[1].split()[0]
+    instance_app()
+    added = Client.find_by("client_id", client_id)
+    assert added.is_confidential and added.authenticates(secret) and added.secret_digest != secret
+    assert secret not in keyfob(env, "client", "list").stdout
+
+
+def test_client_add_needs_a_redirect_uri_for_an_app_that_signs_people_in(env):
+    result = keyfob(env, "client", "add", "cli tool")
+    assert result.returncode == 1 and "redirect URIs" in result.stderr
+    assert keyfob(env, "client", "add", "cli tool", "--redirect-uri", "http://127.0.0.1:9/cb").returncode == 0

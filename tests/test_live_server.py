@@ -148,7 +148,8 @@ async def test_mcp_python_sdk_client_completes_the_whole_flow(server):
 
     client_id = storage.client_info.client_id
     assert response.status_code == 200
-    assert response.json() == {"user": "alice", "scope": "read write", "client_id": client_id}
+    # The 401 named the scope /api/me needs, so the SDK asked for exactly that (MCP: the challenge wins).
+    assert response.json() == {"user": "alice", "scope": "read", "client_id": client_id}
     assert sent == [("GET", "/api/me", 401), ("GET", "/.well-known/oauth-protected-resource", 200),
                     ("GET", "/.well-known/oauth-authorization-server", 200), ("POST", "/oauth/clients", 201),
                     ("POST", "/oauth/token", 200), ("GET", "/api/me", 200)]

@@ -152,7 +152,8 @@ def test_personal_tokens_have_their_own_prefix(user):
 
 def test_authenticate_finds_the_token_and_refuses_others(access_token, oauth_client):
     bearer = AccessToken.authenticate(access_token.token)
-    assert bearer == (access_token.id, "alice", oauth_client.client_id, "read", None)
+    assert bearer[:5] == (access_token.id, "alice", oauth_client.client_id, "read", None)
+    assert (bearer.user_id, bearer.created_at) == (access_token.user_id, access_token.created_at)
     for other in (access_token.token + "x", access_token.token[:-1], "kf_at_nope", "", None, "x" * 5000):
         assert AccessToken.authenticate(other) is None
 
@@ -163,12 +164,6 @@ def test_authenticate_records_use_at_most_once_a_minute(access_token):
     assert AccessToken.get_by_id(access_token.id).last_used_at == 1_000
     AccessToken.authenticate(access_token.token, at=1_060)
     assert AccessToken.get_by_id(access_token.id).last_used_at == 1_060
-
-
-def test_read_tokens_allow_only_safe_methods(access_token):
-    bearer = AccessToken.authenticate(access_token.token)
-    assert bearer.allows("GET") and bearer.allows("HEAD") and not bearer.allows("POST")
-    assert bearer._replace(scope="read write").allows("DELETE")
 
 
 def test_a_code_redeems_once_and_the_second_redemption_revokes_the_first(user, oauth_client):

@@ -140,9 +140,10 @@ def test_token_exchange_binds_the_resource_of_the_authorization(client, exchange
     assert AccessToken.authenticate(response.json["access_token"]).resource == "http://localhost"
 
 
-def test_token_exchange_refuses_a_resource_the_authorization_did_not_name(client, exchange):
-    response = client.post("/oauth/token", data={**exchange, "resource": "http://localhost"})
-    assert response.json["error"] == "invalid_target"
+def test_a_code_is_bound_to_the_built_in_api_when_no_resource_is_named(client, exchange):
+    assert client.post("/oauth/token", data={**exchange, "resource": "http://elsewhere.example"}).json["error"] == "invalid_target"
+    token = client.post("/oauth/token", data={**exchange, "resource": "http://localhost/"}).json["access_token"]
+    assert AccessToken.authenticate(token).resource == "http://localhost"
 
 
 def test_token_exchange_refuses_a_code_whose_user_is_gone(client, exchange, user):

@@ -1,0 +1,88 @@
+"""Token introspection (RFC 7662) for resource servers, and tokens bound to configured resources (RFC 8707)."""
+import base64
+
+import pytest
+
+from conftest import REDIRECT_URI, query
+from models import AccessToken, Client
+
+NOTES = "http://127.0.0.1:8001/mcp"
+
+
+@pytest.fixture
+def config(config):
+    return {**config, "RESOURCES": f"{NOTES}=Notes"}
+
+
+@pytest.fixture
+def resource_server(app):
+    return Client.register_app(None, "notes-server", [], confidential=True)
+
+
+def introspect(client, resource_server, token, secret=None):
+    credentials = f"{resource_server.client_id}:{secret or resource_server.secret}".encode()
+    return client.post("/oauth/introspection", data={"token": token},
+                       headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()})
+
+
+def test_introspection_describes_an_active_token(client, resource_server, user, oauth_client):
+    token = AccessToken.issue(user, oauth_client, scope="read write", resource=NOTES)
+    response = introspect(client, resource_server, token.token)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.json == {"active": True, "scope": "read write", "client_id": oauth_client.client_id,
+                             "username": "alice", "sub": str(user.id), "aud": NOTES, "iat": token.created_at,
+                             "token_type": "Bearer"}
+
+
+def test_introspection_names_the_built_in_api_as_a_personal_tokens_audience(client, resource_server, user):
+    body = introspect(client, resource_server, AccessToken.issue(user).token).json
+    assert body["aud"] == "http://localhost" and "client_id" not in body
+
+
+@pytest.mark.parametrize("token", ["kf_at_unknown", "garbage", "x" * 3000, "kf_at_" + "é" * 10])
+def test_introspection_answers_only_inactive_for_tokens_that_grant_nothing(client, resource_server, token):
+    assert introspect(client, resource_server, token).json == {"active": False}
+
+
+def test_a_revoked_token_is_inactive(client, resource_server, user, oauth_client):
+    token = AccessToken.issue(user, oauth_client)
+    AccessToken.revoke(token.token, oauth_client)
+    assert introspect(client, resource_server, token.token).json == {"active": False}
+
+
+def test_a_wrong_secret_or_a_public_client_cannot_introspect(client, resource_server, access_token, oauth_client):
+    wrong = introspect(client, resource_server, access_token.token, secret="kf_cs_wrong")
+    public = client.post("/oauth/introspection", data={"token": access_token.token, "client_id": oauth_client.client_id})
+    anonymous = client.post("/oauth/introspection", data={"token": access_token.token})
+    assert wrong.status_code == 401 and wrong.json["error"] == "invalid_client"
+    assert public.status_code == 400 and public.json["error"] == "invalid_client"
+    assert anonymous.status_code == 400 and "active" not in anonymous.json
+
+
+def test_metadata_advertises_introspection(client):
+    metadata = client.get("/.well-known/oauth-authorization-server").json
+    assert metadata["introspection_endpoint"] == "http://localhost/oauth/introspection"
+    assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]
+
+
+def test_the_only_configured_resource_is_meant_when_none_is_named(client, signed_in, approve, authorize_params, pkce):
+    page = client.get("/oauth/authorization/new", query_string=authorize_params).get_data(as_text=True)
+    assert "It will be able to, in Notes" in page
+    code = query(approve(authorize_params))["code"]
+    token = client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code, "client_id":
+                        authorize_params["client_id"], "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI})
+    assert AccessToken.authenticate(token.json["access_token"]).resource == NOTES
+
+
+@pytest.mark.parametrize("resource, error", [("http://127.0.0.1:8001/other", "invalid_target"),
+                                             ("http://evil.example/mcp", "invalid_target")])
+def test_an_unknown_resource_is_refused(client, signed_in, authorize_params, resource, error):
+    response = client.get("/oauth/authorization/new", query_string={**authorize_params, "resource": resource})
+    assert query(response)["error"] == error
+
+
+def test_the_built_in_api_refuses_a_token_bound_to_another_resource(client, user, oauth_client):
+    token = AccessToken.issue(user, oauth_client, resource=NOTES)
+    response = client.get("/api/me", headers={"Authorization": f"Bearer {token.token}"})
+    assert response.status_code == 401 and response.json["error"] == "invalid_token"
+
