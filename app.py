@@ -163,10 +163,10 @@ def serve(host, port, threads):
     app = create_app()
     with db.connection_context():
         users = User.select().count()
-    database = urlsplit(app.config["DATABASE_URL"])
-    if database.password:
-        database = database._replace(netloc=database.netloc.replace(f":{database.password}@", ":***@"))
-    click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {database.geturl()})")
+    database, password = app.config["DATABASE_URL"], urlsplit(app.config["DATABASE_URL"]).password
+    if password:
+        database = database.replace(f":{password}@", ":***@", 1)
+    click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {database})")
     if not users:
         click.echo("No users yet: add one with `keyfob user add NAME` to sign in.")
     waitress.serve(app, host=host, port=port, threads=threads, ident="keyfob", _quiet=True)

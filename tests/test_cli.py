@@ -145,6 +145,7 @@ def metadata(port):
 def test_serve_prints_its_url_and_answers_discovery_over_http(serve):
     port, banner = serve()
     assert banner.startswith(f"Keyfob is serving http://127.0.0.1:{port} ")
+    assert "(database: sqlite:////" in banner and banner.rstrip().endswith("/keyfob.db)")
     document = metadata(port)
     assert document["issuer"] == f"http://127.0.0.1:{port}"
     assert document["token_endpoint"] == f"http://127.0.0.1:{port}/oauth/token"
