@@ -12,11 +12,12 @@ import click
 from flask import Flask, render_template, request
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFError
-from peewee import JOIN, fn
+from peewee import JOIN, DataError, InterfaceError, OperationalError, fn
 from werkzeug.exceptions import HTTPException
 
+import migrations
 import models
-from models import AccessToken, Client, User, db, printable_name
+from models import AccessToken, Client, KeyMismatch, SecretKeyCheck, User, db, printable_name
 from oauth import OAuthError, csrf, limiter
 
 MACHINE_PATHS = ("/oauth/token", "/oauth/revocation", "/oauth/introspection", "/oauth/clients", "/api/", "/.well-known/")
@@ -24,7 +25,8 @@ HTTP_ERRORS = {401: "invalid_client", 404: "not_found", 413: "invalid_request", 
                503: "temporarily_unavailable"}
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; frame-ancestors 'none';"
             " base-uri 'none'")
-STRING_SETTINGS = ("SECRET_KEY", "ISSUER", "DATABASE_URL", "RATELIMIT_STORAGE_URI", "RESOURCES")
+STRING_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "ISSUER", "DATABASE_URL", "RATELIMIT_STORAGE_URI",
+                   "RESOURCES")
 
 
 def create_app(config=None):
@@ -32,7 +34,7 @@ def create_app(config=None):
     os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
     app.config.from_mapping(
         DATABASE_URL=f"sqlite:///{os.path.join(app.instance_path, 'keyfob.db')}",
-        RATELIMIT_STORAGE_URI="memory://",
+        RATELIMIT_STORAGE_URI="memory://", RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         MAX_CONTENT_LENGTH=64 * 1024, WTF_CSRF_TIME_LIMIT=None,
         SESSION_COOKIE_NAME="keyfob_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12), SESSION_REFRESH_EACH_REQUEST=False)
@@ -42,14 +44,16 @@ def create_app(config=None):
     app.config["ISSUER"] = (app.config.get("ISSUER") or "").rstrip("/") or None
     app.config["RESOURCES"] = parse_resources(app.config.get("RESOURCES") or "")
     app.config["SESSION_COOKIE_SECURE"] = (app.config["ISSUER"] or "").startswith("https://")
-    app.secret_key = app.config.get("SECRET_KEY") or instance_secret(app.instance_path)
+    configure_secret_keys(app)
 
     db.initialize(models.connect(app.config["DATABASE_URL"]))
-    with db.connection_context():
-        models.create_tables()
+    if app.config.get("PREPARE_DATABASE", True):
+        prepare_database(app)
 
     @app.before_request
     def connect_db():
+        if not db.is_closed() and not db.is_connection_usable():  # lost, e.g. PostgreSQL restarted
+            db.close()
         db.connect(reuse_if_open=True)
 
     limiter.init_app(app)
@@ -81,6 +85,39 @@ def parse_resources(setting):
             raise ValueError(f"KEYFOB_RESOURCES: {entry!r} is not URL=Name with an absolute http(s) URL")
         resources[url.strip()] = name.strip() or url.strip()
     return resources
+
+
+def prepare_database(app):
+    """Bring the schema up to date and check this process's key against the other processes', one
+    process at a time."""
+    with db.connection_context(), migrations.exclusive(db.obj):
+        migrations.upgrade(db.obj)
+        SecretKeyCheck.confirm(app.secret_key, app.config["SECRET_KEY_FALLBACKS"])
+
+
+def configure_secret_keys(app):
+    """The secret key and the retired keys still accepted (KEYFOB_SECRET_KEY_FALLBACKS, comma-separated,
+    or the instance file `keyfob keys rotate` keeps): sessions, CSRF tokens and codes signed with a
+    fallback stay valid, and everything new is signed with the current key."""
+    fallbacks = app.config.get("SECRET_KEY_FALLBACKS")
+    if isinstance(fallbacks, str):
+        fallbacks = [key.strip() for key in fallbacks.split(",") if key.strip()]
+    if app.config.get("SECRET_KEY"):
+        app.secret_key = app.config["SECRET_KEY"]
+    else:
+        app.secret_key = instance_secret(app.instance_path)
+        fallbacks = fallbacks or instance_fallbacks(app.instance_path)
+    app.config["SECRET_KEY_FALLBACKS"] = list(fallbacks or ())
+    if fallbacks:
+        app.config["WTF_CSRF_SECRET_KEY"] = [*reversed(fallbacks), app.secret_key]  # itsdangerous signs with the last
+
+
+def instance_fallbacks(instance_path):
+    path = os.path.join(instance_path, "secret_key_fallbacks")
+    if not os.path.exists(path):
+        return []
+    with open(path) as file:
+        return [line.strip() for line in file if line.strip()]
 
 
 def instance_secret(instance_path):
@@ -117,6 +154,28 @@ def register_error_handlers(app):
     def csrf_error(error):
         return render_template("errors/show.html", title="This form has expired",
                                message="Go back, reload the page and try again."), 400
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def database_unavailable(error):
+        """The database is down, restarting, or locked past SQLite's 10 s wait: say so, and reconnect next time."""
+        app.logger.warning("Database unavailable on %s %s: %s", request.method, request.path, type(error).__name__)
+        with contextlib.suppress(Exception):
+            db.close()
+        headers = {"Retry-After": "5"}
+        if is_machine_request():
+            return OAuthError("temporarily_unavailable", "The service is briefly unavailable; try again", 503,
+                              headers).as_response()
+        return render_template("errors/show.html", title="Keyfob is briefly unavailable",
+                               message="Its database is not answering. Try again in a few seconds."), 503, headers
+
+    @app.errorhandler(DataError)
+    def unstorable_value(error):
+        """A value the database refuses (too long for its column, say) is the request's fault."""
+        if is_machine_request():
+            return OAuthError("invalid_request", "A value is too long or malformed").as_response()
+        return render_template("errors/show.html", title="That could not be saved",
+                               message="A value was too long or malformed."), 400
 
     @app.errorhandler(HTTPException)
     def http_error(error):
@@ -160,13 +219,10 @@ def serve(host, port, threads):
     import waitress
     authority = f"[{host}]" if ":" in host else host
     os.environ.setdefault("KEYFOB_ISSUER", f"http://{authority}:{port}")
-    app = create_app()
+    app = started_app()
     with db.connection_context():
         users = User.select().count()
-    database, password = app.config["DATABASE_URL"], urlsplit(app.config["DATABASE_URL"]).password
-    if password:
-        database = database.replace(f":{password}@", ":***@", 1)
-    click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {database})")
+    click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {masked_url(app.config['DATABASE_URL'])})")
     if not users:
         click.echo("No users yet: add one with `keyfob user add NAME` to sign in.")
     waitress.serve(app, host=host, port=port, threads=threads, ident="keyfob", _quiet=True)
@@ -293,11 +349,95 @@ def revoke_token(prefix):
     click.echo(f"Revoked {tokens[0].display_prefix}…")
 
 
+@cli.group("db")
+def database():
+    """The database schema: its version, and upgrading it (also done by every process on start)."""
+
+
+@database.command("upgrade")
+def upgrade_database():
+    """Apply the pending schema migrations."""
+    app = started_app()
+    with db.connection_context():
+        schema, _ = migrations.version(db.obj)
+    click.echo(f"Schema version {schema}, up to date ({masked_url(app.config['DATABASE_URL'])}).")
+
+
+@database.command("version")
+def database_version():
+    """Print the schema version and how many migrations are pending, without applying any."""
+    create_app({"PREPARE_DATABASE": False})
+    with db.connection_context():
+        schema, pending = migrations.version(db.obj)
+    click.echo(f"Schema version {schema}; {pending} migration(s) pending: run `keyfob db upgrade`." if pending
+               else f"Schema version {schema}, up to date.")
+
+
+@cli.group()
+def keys():
+    """The instance's secret key (kept in the instance folder unless KEYFOB_SECRET_KEY is set)."""
+
+
+@keys.command("rotate")
+def rotate_keys():
+    """Make a new secret key; the current one stays accepted as a fallback until `keyfob keys retire`."""
+    if os.environ.get("KEYFOB_SECRET_KEY"):
+        raise click.ClickException("KEYFOB_SECRET_KEY is set: put a new key there and the old one in "
+                                   "KEYFOB_SECRET_KEY_FALLBACKS, then restart every process")
+    app = started_app()
+    write_instance_file(app.instance_path, "secret_key_fallbacks", app.secret_key + "\n")
+    write_instance_file(app.instance_path, "secret_key", secrets.token_urlsafe(64))
+    click.echo("Made a new secret key; the old one is kept as a fallback. Restart keyfob to sign with the new key;"
+               " sessions and codes signed with the old one stay valid until `keyfob keys retire`.")
+
+
+@keys.command("retire")
+def retire_keys():
+    """Stop accepting the fallback keys: sessions signed with them end at the next restart."""
+    path = os.path.join(started_app().instance_path, "secret_key_fallbacks")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    click.echo("Fallback keys retired: restart keyfob for it to take effect.")
+
+
+@keys.command("reset")
+def reset_keys():
+    """Make this key the database's only one, after the key other processes used is lost for good."""
+    app = create_app({"PREPARE_DATABASE": False})
+    with db.connection_context(), migrations.exclusive(db.obj):
+        migrations.upgrade(db.obj)
+        SecretKeyCheck.reset(app.secret_key)
+    click.echo("This secret key is now the database's only key; sessions and codes signed with others stop working.")
+
+
+def started_app():
+    """create_app(), with a refusal to start said plainly rather than as a traceback."""
+    try:
+        return create_app()
+    except KeyMismatch as error:
+        raise click.ClickException(str(error)) from None
+    except OperationalError as error:
+        raise click.ClickException(f"The database does not answer: {error}") from None
+
+
 @contextlib.contextmanager
 def command_database():
-    create_app()
+    started_app()
     with db.connection_context():
         yield
+
+
+def masked_url(url):
+    password = urlsplit(url).password
+    return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
+def write_instance_file(instance_path, name, text):
+    """Replace an instance file atomically, readable by its owner only."""
+    descriptor, temporary = tempfile.mkstemp(dir=instance_path)  # mode 0600
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    os.replace(temporary, os.path.join(instance_path, name))
 
 
 def find_or_fail(model, column, value, description):

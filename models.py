@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
+from peewee import __exception_wrapper__ as driver_errors
 from peewee import (BooleanField, CharField, DatabaseProxy, ForeignKeyField, IntegerField,
                     IntegrityError, Model, SqliteDatabase, TextField, fn)
 from playhouse.db_url import connect as connect_url
@@ -36,15 +37,12 @@ CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
 
 def connect(url):
-    """A peewee database for a URL; a SQLite file runs in WAL mode and waits out short locks."""
+    """A peewee database for a URL: a SQLite file runs in WAL mode and waits out other writers' locks
+    for up to 10 s; postgresql:// URLs go through peewee's PostgreSQL driver (psycopg)."""
     if url.startswith("sqlite:///"):
         return SqliteDatabase(url.removeprefix("sqlite:///"), pragmas={
             "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10_000})
     return connect_url(url)
-
-
-def create_tables():
-    db.create_tables([User, Client, AccessToken, RedeemedCode], safe=True)
 
 
 def now():
@@ -356,13 +354,14 @@ class AccessToken(BaseModel):
         """The BearerToken a presented token stands for, else None; records its use at most once a minute."""
         if not isinstance(token, str) or not token.startswith("kf_") or len(token) > cls.MAX_LENGTH:
             return None
-        cursor = db.cursor()  # the driver's cursor: peewee's execute_sql wrapper would double this lookup's cost
-        cursor.execute(
-            "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.user_id, t.created_at, t.last_used_at"
-            " FROM access_tokens t"
-            " JOIN users u ON u.id = t.user_id LEFT JOIN clients c ON c.id = t.oauth_client_id"
-            f" WHERE t.digest = {db.param}", (digest(token),))
-        row = cursor.fetchone()
+        with driver_errors:  # the driver's cursor: peewee's execute_sql wrapper would double this lookup's cost
+            cursor = db.cursor()
+            cursor.execute(
+                "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.user_id, t.created_at, t.last_used_at"
+                " FROM access_tokens t"
+                " JOIN users u ON u.id = t.user_id LEFT JOIN clients c ON c.id = t.oauth_client_id"
+                f" WHERE t.digest = {db.param}", (digest(token),))
+            row = cursor.fetchone()
         if row is None:
             return None
         at = at or now()
@@ -429,6 +428,49 @@ class RedeemedCode(BaseModel):
         db.execute_sql(f"INSERT INTO redeemed_codes (jti, redeemed_at) VALUES ({db.param}, {db.param})", (jti, at))
 
 
+class KeyMismatch(Exception):
+    """This process's secret key is not the one the other processes on its database use."""
+
+
+class SecretKeyCheck(BaseModel):
+    """An HMAC of each secret key in use on this database, never the key itself."""
+    digest = CharField(max_length=64, primary_key=True)
+    created_at = IntegerField(default=now)
+
+    PURPOSE = b"keyfob/secret key check"
+
+    class Meta:
+        table_name = "secret_key_checks"
+
+    @classmethod
+    def of(cls, key):
+        return hmac.new(key.encode() if isinstance(key, str) else key, cls.PURPOSE, hashlib.sha256).hexdigest()
+
+    @classmethod
+    def confirm(cls, key, fallbacks=()):
+        """Record key as this database's; raise KeyMismatch if the processes already on it use another
+        key, as each would refuse the other's sessions and codes. A key the database knows as a fallback
+        is a rotation: the new key joins, and keys no longer kept as fallbacks are forgotten."""
+        current, kept = cls.of(key), {cls.of(fallback) for fallback in fallbacks}
+        with db.atomic():
+            known = {row.digest for row in cls.select()}
+            if known and current not in known and not known & kept:
+                raise KeyMismatch(
+                    "This database is in use with a different secret key. Every process on one database must "
+                    "share one KEYFOB_SECRET_KEY; to change it, set the new key as KEYFOB_SECRET_KEY and the old "
+                    "one in KEYFOB_SECRET_KEY_FALLBACKS, or run `keyfob keys reset` to make this key the only one.")
+            cls.delete().where(cls.digest.not_in([current, *kept])).execute()
+            if current not in known:
+                cls.create(digest=current)
+
+    @classmethod
+    def reset(cls, key):
+        """Make key the database's only key (after a lost key: whatever the others signed stops working)."""
+        with db.atomic():
+            cls.delete().execute()
+            cls.create(digest=cls.of(key))
+
+
 @dataclass(frozen=True)
 class AuthorizationCode:
     """A grant of 60 seconds, sealed (AES-GCM) into the code itself: nothing is stored until redemption."""
@@ -458,11 +500,20 @@ class AuthorizationCode:
             return None
         try:
             raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
-            code = cls(**json.loads(_code_cipher().decrypt(raw[:12], raw[12:], cls.PURPOSE)))
-        except (ValueError, TypeError, InvalidTag):
+        except ValueError:
+            return None
+        code = next(filter(None, (cls._open(cipher, raw) for cipher in _code_ciphers())), None)
+        if code is None:
             return None
         age = (at or time.time()) - code.issued_at
         return code if -cls.CLOCK_SKEW <= age < cls.TTL else None
+
+    @classmethod
+    def _open(cls, cipher, raw):
+        try:
+            return cls(**json.loads(cipher.decrypt(raw[:12], raw[12:], cls.PURPOSE)))
+        except (ValueError, TypeError, InvalidTag):
+            return None
 
     def verifies(self, verifier):
         """PKCE S256 (RFC 7636 §4.6): a well-formed verifier whose hash is the challenge."""
@@ -473,6 +524,12 @@ class AuthorizationCode:
 
 def _code_cipher():
     return _cipher_for(current_app.secret_key)
+
+
+def _code_ciphers():
+    """The current key's cipher, then those of retired keys: a code sealed just before a rotation
+    still opens within its 60 seconds."""
+    return [_code_cipher(), *map(_cipher_for, current_app.config.get("SECRET_KEY_FALLBACKS") or ())]
 
 
 @lru_cache(maxsize=4)

@@ -1,7 +1,12 @@
+import itertools
+import os
 import re
 import secrets
+import subprocess
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import psycopg
 import pytest
 from werkzeug.security import generate_password_hash
 
@@ -11,12 +16,90 @@ from models import AccessToken, Client, User, db, s256
 ISSUER = "http://localhost"
 PASSWORD = "correct horse battery staple"
 REDIRECT_URI = "http://127.0.0.1:8765/callback"
+POSTGRESQL = "postgresql://postgres@127.0.0.1:5432"
+DATABASES = ("sqlite", "postgresql")
+databases_made = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgresql():
+    """The local PostgreSQL server's admin connection, or a skip that says why there is none."""
+    try:
+        connection = psycopg.connect(f"{POSTGRESQL}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"PostgreSQL is not answering at {POSTGRESQL} (start it to run these tests): {error}")
+    with connection:
+        yield connection
+
+
+@pytest.fixture(scope="session")
+def new_postgresql_database(postgresql):
+    """Make empty databases of this test run's own; each is dropped at the end of the run."""
+    made = []
+
+    def new_postgresql_database():
+        made.append(f"keyfob_test_{os.getpid()}_{next(databases_made)}")
+        postgresql.execute(f"CREATE DATABASE {made[-1]}")
+        return f"{POSTGRESQL}/{made[-1]}"
+    yield new_postgresql_database
+    for name in made:
+        postgresql.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def shared_postgresql(new_postgresql_database):
+    return new_postgresql_database()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path):
+    """Each test that opens the app runs on a fresh SQLite file and again on PostgreSQL, emptied for it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/keyfob.db"
+    return emptied(request.getfixturevalue("shared_postgresql"))
+
+
+@pytest.fixture(params=DATABASES)
+def instance_database(request):
+    """The KEYFOB_ settings of a `keyfob` command: the instance's SQLite file, or PostgreSQL emptied for the test."""
+    if request.param == "sqlite":
+        return {}
+    return {"KEYFOB_DATABASE_URL": emptied(request.getfixturevalue("shared_postgresql"))}
+
+
+def stored_bytes(url):
+    """Everything a database holds: SQLite's files as written (the write-ahead log too), or every row of a
+    PostgreSQL database as pg_dump prints it."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        return b"".join(file.read_bytes() for file in sorted(path.parent.glob(path.name + "*")))
+    return subprocess.run(["pg_dump", "--data-only", url], capture_output=True, check=True, timeout=60).stdout
+
+
+def emptied(url):
+    """The PostgreSQL database at url with every row of every table deleted (the schema's version kept)."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SET lock_timeout = '10s'")
+        tables = [row[0] for row in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")]
+        if tables:
+            connection.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    return url
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def served_database(request):
+    """The KEYFOB_ settings that put a module's live server on the instance's SQLite file, or on a
+    PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return {}
+    return {"KEYFOB_DATABASE_URL": request.getfixturevalue("new_postgresql_database")()}
 
 
 @pytest.fixture
-def config(tmp_path):
+def config(tmp_path, database_url):
     return {"TESTING": True, "SECRET_KEY": "test-" + "k" * 40, "ISSUER": ISSUER,
-            "DATABASE_URL": f"sqlite:///{tmp_path}/keyfob.db", "RATELIMIT_ENABLED": False}
+            "DATABASE_URL": database_url, "RATELIMIT_ENABLED": False}
 
 
 @pytest.fixture

@@ -36,10 +36,11 @@ class Catcher(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, served_database):
     # One user per test: sign-in is limited to 5 a minute per username.
     people = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
-    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[(name, "pw") for name in people]) as base:
+    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[(name, "pw") for name in people],
+                        settings=served_database) as base:
         yield base
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from app import create_app
 from conftest import csrf_token
-from live import KEYFOB, free_port
+from live import KEYFOB, free_port, keyfob_env
 from models import AccessToken, Client, User, db
 
 
@@ -26,10 +26,12 @@ def instance(tmp_path):
 
 
 @pytest.fixture
-def env(instance):
-    """The user's environment without any KEYFOB_ settings of ours, pointed at the test's instance folder."""
+def env(instance, instance_database):
+    """The user's environment without any KEYFOB_ settings of ours, pointed at the test's instance folder
+    (and, in the PostgreSQL run, at a PostgreSQL database)."""
     clean = {name: value for name, value in os.environ.items() if not name.startswith("KEYFOB_")}
-    return clean | {"KEYFOB_INSTANCE_PATH": str(instance), "PYTHONUNBUFFERED": "1"}
+    return clean | {"KEYFOB_INSTANCE_PATH": str(instance), "PYTHONUNBUFFERED": "1", **instance_database}
+
 
 
 def keyfob(env, *args, typed=""):
@@ -38,11 +40,12 @@ def keyfob(env, *args, typed=""):
 
 
 @pytest.fixture
-def instance_app(instance, monkeypatch):
+def instance_app(instance, env, monkeypatch):
     """The app the instance folder makes, as `keyfob serve` would build it, opened in this process."""
     for name in [name for name in os.environ if name.startswith("KEYFOB_")]:
         monkeypatch.delenv(name)
-    monkeypatch.setenv("KEYFOB_INSTANCE_PATH", str(instance))
+    for name in [name for name in env if name.startswith("KEYFOB_")]:
+        monkeypatch.setenv(name, env[name])
     opened = []
 
     def open_app():
@@ -94,7 +97,8 @@ def test_first_run_creates_a_private_secret_key_that_later_runs_reuse(env, insta
     assert len(first) >= 64 and secret_key.read_text() == first
 
 
-def test_the_database_runs_in_wal_mode(env, instance):
+def test_the_default_database_runs_in_wal_mode(instance):
+    env = keyfob_env(instance)
     assert keyfob(env, "user", "add", "alice", typed="pw\npw\n").returncode == 0
     with closing(sqlite3.connect(instance / "keyfob.db")) as database:
         assert database.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -142,10 +146,11 @@ def metadata(port):
         return json.load(response)
 
 
-def test_serve_prints_its_url_and_answers_discovery_over_http(serve):
+def test_serve_prints_its_url_and_answers_discovery_over_http(serve, env):
     port, banner = serve()
     assert banner.startswith(f"Keyfob is serving http://127.0.0.1:{port} ")
-    assert "(database: sqlite:////" in banner and banner.rstrip().endswith("/keyfob.db)")
+    database = env.get("KEYFOB_DATABASE_URL") or f"sqlite:///{env['KEYFOB_INSTANCE_PATH']}/keyfob.db"
+    assert banner.rstrip().endswith(f"(database: {database})")
     document = metadata(port)
     assert document["issuer"] == f"http://127.0.0.1:{port}"
     assert document["token_endpoint"] == f"http://127.0.0.1:{port}/oauth/token"

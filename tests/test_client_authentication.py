@@ -1,12 +1,11 @@
 """Confidential clients at the token and revocation endpoints: client_secret_basic and client_secret_post
 (RFC 6749 §2.3.1), checked before anything about the code or token, with one answer for every failure."""
 import base64
-from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
 
-from conftest import ISSUER, REDIRECT_URI, query
+from conftest import ISSUER, REDIRECT_URI, query, stored_bytes
 from models import AccessToken, Client, digest
 
 CONFIDENTIAL_ID, PUBLIC_ID, UNKNOWN_ID = "server-app-1", "cli-app", "unknown-app"
@@ -242,8 +241,7 @@ def test_a_regenerated_secret_replaces_the_old_one_at_once(client, grant, presen
 def test_the_secret_is_stored_only_as_its_digest(app, client, grant, present, confidential):
     assert exchange_with(client, grant, *present("basic")).status_code == 200
     assert Client.get_by_id(confidential.id).secret_digest == digest(confidential.secret)
-    database = Path(app.config["DATABASE_URL"].removeprefix("sqlite:///"))
-    stored = b"".join(file.read_bytes() for file in database.parent.glob(database.name + "*"))
+    stored = stored_bytes(app.config["DATABASE_URL"])
     assert digest(confidential.secret).encode() in stored and confidential.secret.encode() not in stored
 
 

@@ -22,9 +22,10 @@ REDIRECT_URI = "http://127.0.0.1:47231/callback"  # nothing listens: the code is
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, served_database):
     """The base URL (and issuer) of a real `keyfob serve` with one user, alice."""
-    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[("alice", PASSWORD)]) as base:
+    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[("alice", PASSWORD)],
+                        settings=served_database) as base:
         yield base
 
 

@@ -51,17 +51,18 @@ def instance(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def keyfob(instance, notes_url):
+def keyfob(instance, notes_url, served_database):
     """A real `keyfob serve` that issues tokens for the example, named Notes; one user, alice."""
-    settings = {"KEYFOB_RESOURCES": f"{notes_url}=Notes"}
+    settings = {"KEYFOB_RESOURCES": f"{notes_url}=Notes", **served_database}
     with keyfob_serving(instance, users=[("alice", PASSWORD)], settings=settings) as base:
         yield base
 
 
 @pytest.fixture(scope="module")
-def notes(keyfob, instance, notes_url, tmp_path_factory):
+def notes(keyfob, instance, notes_url, tmp_path_factory, served_database):
     """The example MCP server, introspecting at Keyfob as the confidential client `notes-server`; its URL."""
-    added = subprocess.run([KEYFOB, "client", "add", "notes-server", "--confidential"], env=keyfob_env(instance),
+    added = subprocess.run([KEYFOB, "client", "add", "notes-server", "--confidential"],
+                           env=keyfob_env(instance, served_database),
                            capture_output=True, text=True, timeout=30)
     assert added.returncode == 0, added.stderr
     credentials = dict(re.findall(r"^(client_id|client_secret): (\S+)$", added.stdout, re.MULTILINE))

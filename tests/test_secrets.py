@@ -1,9 +1,8 @@
 """No secret is ever logged or stored in plaintext: a whole flow, its failures included, under DEBUG logging,
-then the raw bytes of the SQLite database and its write-ahead log."""
+then everything the database stores (SQLite's files and write-ahead log, or a dump of PostgreSQL's rows)."""
 import logging
-from pathlib import Path
 
-from conftest import PASSWORD, csrf_token, query
+from conftest import PASSWORD, csrf_token, query, stored_bytes
 from models import digest, s256
 
 WRONG_PASSWORD = "not the password, 4417"
@@ -11,9 +10,7 @@ CALLBACK = "http://127.0.0.1:50123/callback"
 
 
 def database_bytes(app):
-    """The database file and whatever sits beside it (-wal, -shm), as SQLite wrote them."""
-    path = Path(app.config["DATABASE_URL"].removeprefix("sqlite:///"))
-    return b"".join(file.read_bytes() for file in sorted(path.parent.glob(path.name + "*")))
+    return stored_bytes(app.config["DATABASE_URL"])
 
 
 def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, user, caplog):
