@@ -1,15 +1,18 @@
 """Keyfob: create_app() and the `keyfob` command."""
 import contextlib
+import logging
 import os
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 import click
-from flask import Flask, render_template, request
+from flask import Flask, g, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFError
 from peewee import JOIN, DataError, InterfaceError, OperationalError, fn
@@ -17,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 import migrations
 import models
-from models import AccessToken, Client, KeyMismatch, SecretKeyCheck, User, db, printable_name
+from models import AccessToken, AuditEvent, Client, KeyMismatch, SecretKeyCheck, User, db, printable_name
 from oauth import OAuthError, csrf, limiter
 
 MACHINE_PATHS = ("/oauth/token", "/oauth/revocation", "/oauth/introspection", "/oauth/clients", "/api/", "/.well-known/")
@@ -25,6 +28,7 @@ HTTP_ERRORS = {401: "invalid_client", 404: "not_found", 413: "invalid_request", 
                503: "temporarily_unavailable"}
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; frame-ancestors 'none';"
             " base-uri 'none'")
+SWEEP_EVERY, SWEEP_RETRY_AFTER = 24 * 60 * 60, 60 * 60
 STRING_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "ISSUER", "DATABASE_URL", "RATELIMIT_STORAGE_URI",
                    "RESOURCES")
 
@@ -35,6 +39,7 @@ def create_app(config=None):
     app.config.from_mapping(
         DATABASE_URL=f"sqlite:///{os.path.join(app.instance_path, 'keyfob.db')}",
         RATELIMIT_STORAGE_URI="memory://", RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 1, "socket_connect_timeout": 1},  # a hung Redis: fall back
         MAX_CONTENT_LENGTH=64 * 1024, WTF_CSRF_TIME_LIMIT=None,
         SESSION_COOKIE_NAME="keyfob_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12), SESSION_REFRESH_EACH_REQUEST=False)
@@ -43,28 +48,24 @@ def create_app(config=None):
     app.config.update(config or {})
     app.config["ISSUER"] = (app.config.get("ISSUER") or "").rstrip("/") or None
     app.config["RESOURCES"] = parse_resources(app.config.get("RESOURCES") or "")
+    app.config["IDLE_TOKEN_DAYS"] = idle_token_days(app.config.get("IDLE_TOKEN_DAYS"))
     app.config["SESSION_COOKIE_SECURE"] = (app.config["ISSUER"] or "").startswith("https://")
     configure_secret_keys(app)
+    app.session_interface = CookieSessions()
 
     db.initialize(models.connect(app.config["DATABASE_URL"]))
     if app.config.get("PREPARE_DATABASE", True):
         prepare_database(app)
 
-    @app.before_request
-    def connect_db():
-        if not db.is_closed() and not db.is_connection_usable():  # lost, e.g. PostgreSQL restarted
-            db.close()
-        db.connect(reuse_if_open=True)
+    app.before_request(connections.open)
 
     limiter.init_app(app)
     csrf.init_app(app)
-    CORS(app, resources={f"^{path}.*" if path.endswith("/") else f"^{path}$": {} for path in MACHINE_PATHS},
-         allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
-         expose_headers=["WWW-Authenticate"], supports_credentials=False, send_wildcard=True, always_send=False)
-    from oauth import (access_tokens, api, apps, authorizations, clients, connected_apps, home, introspections,
-                       metadata, revocations, sessions, tokens)
-    for module in (access_tokens, api, apps, authorizations, clients, connected_apps, home, introspections, metadata,
-                   revocations, sessions, tokens):
+    allow_cross_origin(app)
+    from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home,
+                       introspections, metadata, revocations, sessions, tokens)
+    for module in (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, introspections,
+                   metadata, revocations, sessions, tokens):
         app.register_blueprint(module.bp)
     for module in (api, clients, introspections, metadata, revocations, tokens):
         csrf.exempt(module.bp)
@@ -72,7 +73,71 @@ def create_app(config=None):
     app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)
+    log_audit_events()
     return app
+
+
+def log_audit_events():
+    """The audit trail's lines (JSON, one per event) go to standard error, unless the deployment's logging
+    configuration already takes them."""
+    if not AuditEvent.LOG.hasHandlers():
+        AuditEvent.LOG.addHandler(logging.StreamHandler())
+    if AuditEvent.LOG.level == logging.NOTSET:
+        AuditEvent.LOG.setLevel(logging.INFO)
+
+
+def allow_cross_origin(app):
+    """CORS on the machine endpoints. Its answer depends on the Origin header (always_send=False: without one,
+    no CORS headers), so flask-cors runs only on requests that carry one; matching every path against its
+    resources would cost each bearer check about 10 µs for nothing."""
+    CORS(app, resources={f"^{path}.*" if path.endswith("/") else f"^{path}$": {} for path in MACHINE_PATHS},
+         allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
+         expose_headers=["WWW-Authenticate"], supports_credentials=False, send_wildcard=True, always_send=False)
+    add_headers = app.after_request_funcs[None].pop()  # the hook CORS() just registered, last in the list
+    app.after_request(lambda response: add_headers(response) if "HTTP_ORIGIN" in request.environ else response)
+
+
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the signing serializer built once per key set rather than per
+    request, and none opened on the machine endpoints, which a token or client credentials authenticate."""
+
+    def open_session(self, app, request):
+        if request.path.startswith(MACHINE_PATHS):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+    def get_signing_serializer(self, app):
+        keys = (app.secret_key, *(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        cached_keys, serializer = getattr(self, "cached", (None, None))
+        if cached_keys != keys:
+            serializer = super().get_signing_serializer(app)
+            self.cached = keys, serializer
+        return serializer
+
+
+class Connections:
+    """Each thread keeps its database connection between requests. One opened before the latest outage
+    may look idle and well while the server behind it is gone (PostgreSQL restarted): it is replaced
+    before it fails a request."""
+
+    def __init__(self):
+        self.outages, self.local = 0, threading.local()
+
+    def open(self):
+        opened_after = getattr(self.local, "outages", None)  # None: opened outside a request, e.g. at start
+        if not db.is_closed() and (not db.is_connection_usable() or opened_after not in (None, self.outages)):
+            with contextlib.suppress(Exception):
+                db.close()
+        if db.connect(reuse_if_open=True):
+            self.local.outages = self.outages
+
+    def lost(self):
+        self.outages += 1
+        with contextlib.suppress(Exception):
+            db.close()
+
+
+connections = Connections()
 
 
 def parse_resources(setting):
@@ -85,6 +150,14 @@ def parse_resources(setting):
             raise ValueError(f"KEYFOB_RESOURCES: {entry!r} is not URL=Name with an absolute http(s) URL")
         resources[url.strip()] = name.strip() or url.strip()
     return resources
+
+
+def idle_token_days(setting):
+    """KEYFOB_IDLE_TOKEN_DAYS: tokens unused for this many days are swept; unset or 0, never."""
+    days = str(setting or 0)
+    if not days.isdigit():
+        raise ValueError(f"KEYFOB_IDLE_TOKEN_DAYS: {setting!r} is not a whole number of days (0 or unset: never)")
+    return int(days)
 
 
 def prepare_database(app):
@@ -160,8 +233,8 @@ def register_error_handlers(app):
     def database_unavailable(error):
         """The database is down, restarting, or locked past SQLite's 10 s wait: say so, and reconnect next time."""
         app.logger.warning("Database unavailable on %s %s: %s", request.method, request.path, type(error).__name__)
-        with contextlib.suppress(Exception):
-            db.close()
+        connections.lost()
+        g.user = None  # the page around the message must not ask the database who is signed in
         headers = {"Retry-After": "5"}
         if is_machine_request():
             return OAuthError("temporarily_unavailable", "The service is briefly unavailable; try again", 503,
@@ -225,7 +298,38 @@ def serve(host, port, threads):
     click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {masked_url(app.config['DATABASE_URL'])})")
     if not users:
         click.echo("No users yet: add one with `keyfob user add NAME` to sign in.")
+    app.logger.setLevel(logging.INFO)
+    sweep_daily(app)
     waitress.serve(app, host=host, port=port, threads=threads, ident="keyfob", _quiet=True)
+
+
+def sweep(idle_token_days, at=None):
+    """Housekeeping: remove the self-registered clients that never obtained a token (after 30 days, never
+    while a consent is in flight) and the tokens idle for idle_token_days (0: none); the clients' (client_id,
+    name) and the number of tokens. Each is one DELETE that checks its own conditions, so processes sweeping
+    one database at once do no harm."""
+    return Client.sweep(at), AccessToken.sweep_idle(idle_token_days, at)
+
+
+def sweep_daily(app):
+    """Sweep now and every 24 hours in a daemon thread with its own database connection; a failed sweep is
+    logged and tried again in an hour, and never stops the server."""
+    def run():
+        while True:
+            try:
+                with db.connection_context():
+                    clients, idle_tokens = sweep(app.config["IDLE_TOKEN_DAYS"])
+                if clients or idle_tokens:
+                    app.logger.info("Housekeeping removed %d self-registered client(s) that never obtained a token"
+                                    "%s; %d idle token(s)", len(clients), "".join(
+                                        f" {client_id} ({printable_name(name)})" for client_id, name in clients),
+                                    idle_tokens)
+                wait = SWEEP_EVERY
+            except Exception:
+                app.logger.exception("Housekeeping failed; trying again in an hour")
+                wait = SWEEP_RETRY_AFTER
+            time.sleep(wait)
+    threading.Thread(target=run, name="keyfob-housekeeping", daemon=True).start()
 
 
 @cli.group()
@@ -267,7 +371,7 @@ def list_users():
 def remove_user(name):
     """Remove a user and every token they hold."""
     with command_database():
-        apps = find_or_fail(User, "username", name, "user named").remove()
+        apps = find_or_fail(User, "username", name, "user named").remove(by="operator")
     click.echo(f"Removed user {name} and their tokens"
                + (f", and the apps they registered with all their tokens: {', '.join(apps)}" if apps else ""))
 
@@ -275,6 +379,9 @@ def remove_user(name):
 @cli.group()
 def client():
     """Manage the OAuth clients (apps) registered here."""
+
+
+cli.add_command(client, "clients")  # `keyfob clients sweep` reads better; both names work
 
 
 @client.command("list")
@@ -300,7 +407,7 @@ def add_client(name, confidential, redirect_uris):
     if errors:
         raise click.ClickException(" ".join(errors))
     with command_database():
-        app = Client.register_app(None, name, list(redirect_uris), confidential=confidential)
+        app = Client.register_app(None, name, list(redirect_uris), confidential=confidential, by="operator")
     click.echo(f"client_id: {app.client_id}")
     if confidential:
         click.echo(f"client_secret: {app.secret}")
@@ -313,8 +420,22 @@ def remove_client(client_id):
     """Remove a client and every token issued to it."""
     with command_database():
         found = find_or_fail(Client, "client_id", client_id, "client with client ID")
-        found.remove()
+        found.remove(by="operator")
     click.echo(f"Removed client {client_id} ({found.name}) and its tokens")
+
+
+@client.command("sweep")
+def sweep_clients():
+    """Remove the self-registered clients that never obtained a token (after 30 days, never while a consent
+    is in flight) and, if KEYFOB_IDLE_TOKEN_DAYS is set, the tokens idle that long: what `keyfob serve` does daily."""
+    app = started_app()
+    with db.connection_context():
+        clients, idle_tokens = sweep(app.config["IDLE_TOKEN_DAYS"])
+    for client_id, name in clients:
+        click.echo(f"Removed client {client_id} ({printable_name(name)})")
+    click.echo(f"Removed {len(clients)} self-registered client(s) that never obtained a token.")
+    if app.config["IDLE_TOKEN_DAYS"]:
+        click.echo(f"Removed {idle_tokens} token(s) unused for {app.config['IDLE_TOKEN_DAYS']} days.")
 
 
 @cli.group()
@@ -345,8 +466,22 @@ def revoke_token(prefix):
         if len(tokens) != 1:
             raise click.ClickException(f"No token has the prefix {prefix!r}" if not tokens else
                                        f"{len(tokens)} tokens share the prefix {prefix!r}: give the whole token")
-        tokens[0].delete_instance()
+        tokens[0].remove(by="operator")
     click.echo(f"Revoked {tokens[0].display_prefix}…")
+
+
+@cli.command()
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--user", "username", help="Only the events recorded under this username (a removed user's too).")
+def audit(limit, username):
+    """Print the latest events of the audit trail, oldest first: who, which client, when, from where."""
+    with command_database():
+        events = AuditEvent.recent(limit, username=username)
+    rows = [(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at)), event.event, event.username or "-",
+             (event.client_name or "-")[:30], event.client_id or "-", event.address or "-",
+             " ".join(f"{name}={value}" for name, value in event.details.items())[:120])
+            for event in reversed(events)]
+    show(rows, ("AT (UTC)", "EVENT", "USER", "CLIENT", "CLIENT ID", "ADDRESS", "DETAIL"), empty="No events recorded.")
 
 
 @cli.group("db")

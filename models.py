@@ -2,7 +2,9 @@
 import base64
 import hashlib
 import hmac
+import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -18,11 +20,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import current_app
+from flask import current_app, has_request_context, request
 from peewee import __exception_wrapper__ as driver_errors
-from peewee import (BooleanField, CharField, DatabaseProxy, ForeignKeyField, IntegerField,
-                    IntegrityError, Model, SqliteDatabase, TextField, fn)
-from playhouse.db_url import connect as connect_url
+from peewee import (BigIntegerField, BooleanField, CharField, DatabaseError, DatabaseProxy, ForeignKeyField,
+                    IntegerField, IntegrityError, InterfaceError, Model, SqliteDatabase, TextField, fn)
 from werkzeug.security import check_password_hash, generate_password_hash
 
 db = DatabaseProxy()
@@ -42,6 +43,7 @@ def connect(url):
     if url.startswith("sqlite:///"):
         return SqliteDatabase(url.removeprefix("sqlite:///"), pragmas={
             "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10_000})
+    from playhouse.db_url import connect as connect_url  # only here: it loads every database's extensions
     return connect_url(url)
 
 
@@ -111,7 +113,8 @@ class BaseModel(Model):
         if not rows:
             return None
         fields = [cls._meta.columns[description[0]] for description in cursor.description]
-        return cls(**{field.name: field.python_value(value) for field, value in zip(fields, rows[0])})
+        values = {field.name: field.python_value(value) for field, value in zip(fields, rows[0])}
+        return cls(__no_default__=True, **values)  # as peewee's own row readers: no default (a new client_id) is made
 
 
 class User(BaseModel):
@@ -137,16 +140,28 @@ class User(BaseModel):
         except IntegrityError:
             raise ValueError(f"A user named {username!r} already exists") from None
 
-    def remove(self):
+    def remove(self, by=None):
         """Delete the user, the apps they registered (with every token issued to those) and every token
         they hold, in one transaction; the names of the apps removed."""
         with db.atomic():
             apps = list(Client.select().where(Client.owner == self))
             for app in apps:
-                app.remove()
-            AccessToken.delete().where(AccessToken.user == self).execute()
+                app.remove(by=by)
+            tokens = AccessToken.delete().where(AccessToken.user == self).execute()
             self.delete_instance()
+            AuditEvent.record("user.removed", self, tokens=tokens, by=by)
         return [app.name for app in apps]
+
+    @property
+    def session_check(self):
+        """What a session keeps beside the user's id: SQLite gives a removed user's id to the next user added,
+        whose password digest (salted) differs, so the removed user's sessions name no one."""
+        return hashlib.sha256(b"keyfob/session check:" + self.password_digest.encode()).hexdigest()[:16]
+
+    @classmethod
+    def named(cls, username):
+        """The user with this name, for any string at all (a malformed name is no one's)."""
+        return cls.find_by("username", username) if isinstance(username, str) and cls.USERNAME.fullmatch(username) else None
 
     @classmethod
     def authenticate(cls, username, password):
@@ -164,7 +179,7 @@ def _absent_user_digest():
 
 
 class Client(BaseModel):
-    client_id = CharField(max_length=64, unique=True, default=lambda: new_client_id())
+    client_id = CharField(max_length=2048, unique=True, default=lambda: new_client_id())
     name = CharField(max_length=255)
     redirect_uris_json = TextField(column_name="redirect_uris")
     scope = CharField(max_length=32, default="read")
@@ -173,10 +188,14 @@ class Client(BaseModel):
     token_endpoint_auth_method = CharField(max_length=32, default="none")
     secret_digest = CharField(max_length=64, null=True)
     owner = ForeignKeyField(User, null=True, backref="apps", on_delete="CASCADE")  # who registered it on /my/apps
+    last_authorized_at = IntegerField(null=True)  # consent screen shown or code issued: a consent in flight
+    first_token_at = IntegerField(null=True)
 
     MAX_REDIRECT_URIS = 10
     MAX_REDIRECT_URI_LENGTH = 512
     SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+    UNUSED_KEPT_FOR = 30 * 24 * 60 * 60
+    CONSENT_IN_FLIGHT_FOR = 60 * 60
 
     class Meta:
         table_name = "clients"
@@ -201,7 +220,9 @@ class Client(BaseModel):
             raise ValueError("A public client has no secret")
         secret = self.new_secret()
         self.secret_digest = digest(secret)
-        self.save(only=[Client.secret_digest])
+        with db.atomic():
+            self.save(only=[Client.secret_digest])
+            AuditEvent.record("client.secret_regenerated", self.owner, self)
         return secret
 
     @property
@@ -225,15 +246,30 @@ class Client(BaseModel):
         self.redirect_uris_json = json.dumps(list(uris))
 
     @classmethod
-    def register_app(cls, owner, name, redirect_uris, confidential=False):
-        """An app a user registers through the pages: it may ask for write, and may keep a secret."""
+    def register_app(cls, owner, name, redirect_uris, confidential=False, by=None):
+        """An app a user registers through the pages (or the operator, `by`): it may ask for write, and may keep
+        a secret."""
         fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write"}
-        return cls.create_confidential(**fields) if confidential else cls.create(**fields)
+        with db.atomic():
+            app = cls.create_confidential(**fields) if confidential else cls.create(**fields)
+            AuditEvent.record("client.registered", owner, app, redirect_uris=" ".join(redirect_uris),
+                              kind="confidential" if confidential else "public", by=by)
+        return app
+
+    @classmethod
+    def register(cls, name, redirect_uris, scope):
+        """A public client that registered itself (RFC 7591)."""
+        with db.atomic():
+            client = cls.create(name=name, redirect_uris=redirect_uris, scope=scope, dynamically_registered=True)
+            AuditEvent.record("client.registered", client=client, redirect_uris=" ".join(redirect_uris), kind="self")
+        return client
 
     def change_app(self, name, redirect_uris):
         """Rename the app and replace its redirect URIs, cleaned as at registration."""
         self.name, self.redirect_uris = printable_name(name), redirect_uris
-        self.save()
+        with db.atomic():
+            self.save()
+            AuditEvent.record("client.changed", self.owner, self, redirect_uris=" ".join(redirect_uris))
 
     @classmethod
     def owned_by(cls, user):
@@ -280,11 +316,62 @@ class Client(BaseModel):
         return any((parts[0], parts[2]) == (requested[0], requested[2])
                    for parts in map(loopback_parts, self.redirect_uris) if parts)
 
-    def remove(self):
+    def record_authorization(self, at=None):
+        """Note that someone is consenting to this client now, which keeps housekeeping's hands off it."""
+        self.last_authorized_at = at or now()
+        db.execute_sql(f"UPDATE clients SET last_authorized_at = {db.param} WHERE id = {db.param}",
+                       (self.last_authorized_at, self.id))
+
+    def record_first_token(self, at):
+        """Note, once, that the client obtained a token: from then on housekeeping never sweeps it."""
+        if self.first_token_at is None:
+            self.first_token_at = at
+            db.execute_sql(f"UPDATE clients SET first_token_at = {db.param} WHERE id = {db.param}"
+                           " AND first_token_at IS NULL", (at, self.id))
+
+    @classmethod
+    def sweep(cls, at=None):
+        """Delete, in one statement, the self-registered clients (RFC 7591, or an https client_id) more than
+        30 days old that never obtained a token and have no consent in flight; their (client_id, name)."""
+        at = at or now()
+        unused = ((cls.dynamically_registered | cls.client_id.startswith("https://")) & cls.owner.is_null()
+                  & (cls.created_at < at - cls.UNUSED_KEPT_FOR) & cls.first_token_at.is_null()
+                  & ~fn.EXISTS(AccessToken.select(AccessToken.id).where(AccessToken.oauth_client == cls.id))
+                  & (cls.last_authorized_at.is_null() | (cls.last_authorized_at < at - cls.CONSENT_IN_FLIGHT_FOR)))
+        return list(cls.delete().where(unused).returning(cls.client_id, cls.name).tuples().execute())
+
+    @classmethod
+    def from_document(cls, url, name, redirect_uris, scope):
+        """The client a Client ID Metadata Document describes, its row made on first use and kept in step
+        with the document, so tokens, connected apps and revocation treat it like any other client."""
+        client = cls.find_by("client_id", url)
+        if client is None:
+            try:
+                with db.atomic():
+                    return cls.create(client_id=url, name=name, redirect_uris=redirect_uris, scope=scope,
+                                      dynamically_registered=True)
+            except IntegrityError:
+                client = cls.find_by("client_id", url)
+        if (client.name, client.redirect_uris, client.scope) != (name, redirect_uris, scope):
+            client.name, client.redirect_uris, client.scope = name, redirect_uris, scope
+            client.save(only=[Client.name, Client.redirect_uris_json, Client.scope])
+        return client
+
+    @property
+    def is_document(self):
+        """Whether the client_id is the URL of a Client ID Metadata Document."""
+        return self.client_id.startswith("https://")
+
+    @property
+    def document_host(self):
+        return urlsplit(self.client_id).hostname if self.is_document else None
+
+    def remove(self, by=None):
         """Delete the client and, in the same transaction, every token issued to it."""
         with db.atomic():
-            AccessToken.delete().where(AccessToken.oauth_client == self).execute()
-            self.delete_instance()
+            tokens = AccessToken.delete().where(AccessToken.oauth_client == self).execute()
+            if self.delete_instance():
+                AuditEvent.record("client.deleted", self.owner, self, tokens=tokens, by=by)
 
     def registration(self):
         """The client's metadata as RFC 7591 §3.2.1 returns it: what is stored, and no nulls."""
@@ -336,6 +423,8 @@ class AccessToken(BaseModel):
                                   f" ({', '.join([db.param] * len(columns))}) RETURNING id", list(columns.values()))
         row = cls(id=inserted.fetchall()[0][0], user=user, oauth_client=client, **fields)
         row.token = token
+        if client:
+            client.record_first_token(fields["created_at"])
         return row
 
     @classmethod
@@ -344,15 +433,30 @@ class AccessToken(BaseModel):
         try:
             with db.atomic():
                 RedeemedCode.spend(code.jti)
-                return cls.issue(user, client, scope=code.scope, resource=code.resource, code_jti=code.jti)
+                token = cls.issue(user, client, scope=code.scope, resource=code.resource, code_jti=code.jti)
+                AuditEvent.record("token.issued", user, client, token=token.display_prefix, scope=token.scope,
+                                  resource=token.resource)
+                return token
         except IntegrityError:
-            cls.delete().where(cls.code_jti == code.jti).execute()
+            with db.atomic():
+                revoked = cls.delete().where(cls.code_jti == code.jti).execute()
+                AuditEvent.record("code.replayed", user, client, revoked=revoked)
             return None
+
+    @classmethod
+    def create_personal(cls, user, scope, description):
+        """A personal token, recorded with it."""
+        with db.atomic():
+            token = cls.issue(user, scope=scope, description=description)
+            AuditEvent.record("personal_token.created", user, token=token.display_prefix, scope=scope,
+                              description=description)
+        return token
 
     @classmethod
     def authenticate(cls, token, at=None):
         """The BearerToken a presented token stands for, else None; records its use at most once a minute."""
-        if not isinstance(token, str) or not token.startswith("kf_") or len(token) > cls.MAX_LENGTH:
+        if not isinstance(token, str) or not token.startswith("kf_") or len(token) > cls.MAX_LENGTH \
+                or not token.isascii():
             return None
         with driver_errors:  # the driver's cursor: peewee's execute_sql wrapper would double this lookup's cost
             cursor = db.cursor()
@@ -381,7 +485,20 @@ class AccessToken(BaseModel):
     @classmethod
     def disconnect(cls, user, client):
         """Revoke every token the user granted the client, in one statement; how many there were."""
-        return cls.delete().where((cls.user == user) & (cls.oauth_client == client)).execute()
+        with db.atomic():
+            revoked = cls.delete().where((cls.user == user) & (cls.oauth_client == client)).execute()
+            if revoked:
+                AuditEvent.record("app.disconnected", user, client, revoked=revoked)
+        return revoked
+
+    @classmethod
+    def sweep_idle(cls, days, at=None):
+        """Delete the tokens, personal and OAuth alike, last used (or, if never used, made) more than `days`
+        days ago; how many. No days, no sweep."""
+        if not days:
+            return 0
+        idle_since = (at or now()) - days * 24 * 60 * 60
+        return cls.delete().where(fn.COALESCE(cls.last_used_at, cls.created_at) < idle_since).execute()
 
     @classmethod
     def personal(cls, user):
@@ -392,7 +509,8 @@ class AccessToken(BaseModel):
         """Delete one of the user's personal tokens by id; False if the user has no such token."""
         if not 0 < token_id < 2 ** 63:
             return False
-        return bool(cls.delete().where((cls.id == token_id) & (cls.user == user) & cls.oauth_client.is_null()).execute())
+        token = cls.get_or_none((cls.id == token_id) & (cls.user == user) & cls.oauth_client.is_null())
+        return bool(token and token.remove())
 
     @classmethod
     def matching(cls, token_or_prefix):
@@ -406,9 +524,19 @@ class AccessToken(BaseModel):
         """Delete a token its presenter may revoke: a personal one by anyone, an OAuth one only by its client."""
         row = cls.get_or_none(cls.digest == digest(token))
         if row and (row.oauth_client_id is None or (client and row.oauth_client_id == client.id)):
-            row.delete_instance()
+            row.remove(by="holder")
             return True
         return False
+
+    def remove(self, by=None):
+        """Delete the token and record who lost it: its user on the pages, its holder (at the revocation endpoint
+        or the API), or the operator. Whether it was still there."""
+        with db.atomic():
+            if not self.delete_instance():
+                return False
+            AuditEvent.record("token.revoked" if self.oauth_client_id else "personal_token.revoked", self.user,
+                              self.oauth_client, token=self.display_prefix, description=self.description, by=by)
+        return True
 
 
 class RedeemedCode(BaseModel):
@@ -426,6 +554,66 @@ class RedeemedCode(BaseModel):
         at = at or now()
         db.execute_sql(f"DELETE FROM redeemed_codes WHERE redeemed_at < {db.param}", (at - 2 * AuthorizationCode.TTL,))
         db.execute_sql(f"INSERT INTO redeemed_codes (jti, redeemed_at) VALUES ({db.param}, {db.param})", (jti, at))
+
+
+class AuditEvent(BaseModel):
+    """One thing that happened to an account or a client, appended and never changed: who, which client, when,
+    from which address. Never a secret: a token appears by its display prefix, a failed sign-in by the name tried."""
+    at = BigIntegerField(default=now)
+    event = CharField(max_length=32)
+    user_id = IntegerField(null=True)  # no foreign key: a removed user's history stays, under its username
+    username = CharField(max_length=150, null=True)
+    client_id = TextField(null=True)
+    client_name = TextField(null=True)
+    address = CharField(max_length=64, null=True)
+    detail = TextField(default="{}")
+
+    LOG = logging.getLogger("keyfob.audit")
+    LIMITS = {"username": 150, "client_id": 2048, "client_name": 255, "address": 64}
+
+    class Meta:
+        table_name = "audit_events"
+        indexes = ((("user_id", "id"), False),)
+
+    @classmethod
+    def record(cls, event, user=None, client=None, username=None, **detail):
+        """Append an event to the table and, as one JSON line, to the log. The address is the request's, if any;
+        detail is a few short words (empty ones left out). A failed write is logged, never raised."""
+        detail = {name: clean(value, 512) for name, value in detail.items() if value not in (None, "")}
+        row = {"at": now(), "event": event, "user_id": user.id if user else None,
+               "username": user.username if user else username,
+               "client_id": client.client_id if client else None, "client_name": client.name if client else None,
+               "address": request.remote_addr if has_request_context() else None}
+        row.update({name: clean(row[name], limit) for name, limit in cls.LIMITS.items()})
+        if cls.LOG.isEnabledFor(logging.INFO):
+            cls.LOG.info(json.dumps({**row, **detail}))
+        try:
+            # Inside a transaction, a savepoint: a failed audit write must not abort the change it records.
+            with db.atomic() if db.in_transaction() else contextlib.nullcontext():
+                db.execute_sql(f"INSERT INTO audit_events ({', '.join(row)}, detail) VALUES"
+                               f" ({', '.join([db.param] * (len(row) + 1))})", [*row.values(), json.dumps(detail)])
+        except (DatabaseError, InterfaceError) as error:
+            cls.LOG.warning("The audit event %s was not stored: %s", event, type(error).__name__)
+
+    @classmethod
+    def recent(cls, limit=100, user=None, username=None):
+        """The latest events, newest first: a user's own, or those recorded under a username, or everyone's."""
+        events = cls.select().order_by(cls.id.desc()).limit(limit)
+        if user is not None:  # SQLite may give a removed user's id to the next one: not their history
+            events = events.where((cls.user_id == user.id) & (cls.username == user.username)
+                                  & (cls.at >= user.created_at))
+        if username is not None:
+            events = events.where(cls.username == username)
+        return list(events)
+
+    @property
+    def details(self):
+        return json.loads(self.detail or "{}")
+
+
+def clean(value, limit):
+    """A value fit for the trail: printable, and no longer than its column (PostgreSQL refuses NUL and overlong text)."""
+    return printable_name(value)[:limit] if isinstance(value, str) else value
 
 
 class KeyMismatch(Exception):

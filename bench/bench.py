@@ -8,6 +8,7 @@ round (median over rounds), then the bearer ratio again with --tokens rows store
 """
 import argparse
 import io
+import logging
 import os
 import re
 import secrets
@@ -58,6 +59,8 @@ class Caller:
 
 
 def setup(directory):
+    # The audit trail's lines are formatted and written as in production, to /dev/null rather than the report.
+    logging.getLogger("keyfob.audit").addHandler(logging.StreamHandler(open(os.devnull, "w")))
     # Served on its own host name, as in production (on a loopback host each connection signs in again).
     app = create_app({"SECRET_KEY": "bench-" + "k" * 40, "ISSUER": "http://keyfob.example",
                       "DATABASE_URL": f"sqlite:///{directory}/keyfob.db", "RATELIMIT_ENABLED": True})

@@ -27,7 +27,7 @@ def create():
     if error:
         return render_template("access_tokens/index.html", tokens=AccessToken.personal(current_user()),
                                scopes=SCOPES, description=description[:255], error=error), 422
-    token = AccessToken.issue(current_user(), scope=scope, description=description)
+    token = AccessToken.create_personal(current_user(), scope, description)
     return render_template("access_tokens/created.html", token=token), 201, {"Cache-Control": "no-store"}
 
 

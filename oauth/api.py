@@ -19,5 +19,7 @@ def show():
 @require_token("write")
 def destroy():
     """Revoke the token this request carries (a client signing itself out)."""
-    AccessToken.delete_by_id(g.access_token.id)
+    token = AccessToken.find_by("id", g.access_token.id)
+    if token:  # unless a concurrent revocation took it first
+        token.remove(by="holder")
     return "", 204

@@ -6,18 +6,21 @@ from flask import g, redirect, request, session, url_for
 from models import AccessToken, User, canonical_scope
 from oauth import csrf, issuer
 
+RETURN_TO_MAX_LENGTH = 2048
+
 
 def current_user():
     if "user" not in g:
         user_id = session.get("user_id")
-        g.user = User.find_by("id", user_id) if isinstance(user_id, int) else None
+        user = User.find_by("id", user_id) if isinstance(user_id, int) else None
+        g.user = user if user and user.session_check == session.get("user_check") else None
     return g.user
 
 
 def sign_in(user):
     session.clear()
     session.permanent = True
-    session["user_id"] = user.id
+    session["user_id"], session["user_check"] = user.id, user.session_check
 
 
 def sign_out():
@@ -25,8 +28,11 @@ def sign_out():
 
 
 def require_sign_in():
-    """Send a browser to sign in, remembering where it was going (never a ?next= parameter)."""
-    session["return_to"] = request.path + "?" + request.query_string.decode("utf-8", "replace")
+    """Send a browser to sign in, remembering where it was going (never a ?next= parameter) unless that
+    would overflow the session cookie (browsers drop cookies past 4 KB)."""
+    return_to = request.path + "?" + request.query_string.decode("utf-8", "replace")
+    if len(return_to) <= RETURN_TO_MAX_LENGTH:
+        session["return_to"] = return_to
     return redirect(url_for("sessions.new"))
 
 

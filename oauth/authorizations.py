@@ -3,10 +3,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request
 
-from models import CODE_CHALLENGE, AuthorizationCode, Client, canonical_scope, loopback_parts
-from oauth import (OAuthError, find_resource, is_parameter, issuer, optional_param, request_params, resources,
-                   with_query)
+from models import CODE_CHALLENGE, AuditEvent, AuthorizationCode, Client, canonical_scope, loopback_parts
+from oauth import (OAuthError, find_resource, is_parameter, issuer, limiter, optional_param, request_params,
+                   resources, with_query)
 from oauth.authentication import current_user, require_sign_in, sign_out
+from oauth.client_documents import client_for, is_document_url
 
 bp = Blueprint("authorizations", __name__)
 
@@ -14,12 +15,19 @@ SCOPE_WORDS = {"read": "See your account and read your data",
                "write": "Make changes to your data on your behalf"}
 
 
+def names_no_document():
+    """Requests naming a metadata document's URL make Keyfob fetch it: those are limited per address."""
+    return not is_document_url(request.values.get("client_id"))
+
+
 @bp.get("/oauth/authorization/new")
+@limiter.limit("60/minute", exempt_when=names_no_document)
 def new():
     """Show the consent screen for a valid authorization request."""
     grant = authorization_request()
     if not current_user():
         return require_sign_in()
+    g.client.record_authorization()
     target = urlsplit(g.redirect_uri)
     return render_template("authorizations/new.html", client=g.client, grant=grant, state=g.get("state"),
                            redirect_host=target.hostname, redirect_port=target.port or {"https": 443}.get(target.scheme, 80),
@@ -29,14 +37,18 @@ def new():
 
 
 @bp.post("/oauth/authorization")
+@limiter.limit("60/minute", exempt_when=names_no_document)
 def create():
     """Approve or deny the request: redirect to the client with a code or access_denied (RFC 6749 §4.1.2)."""
     grant = authorization_request()
     if not current_user():
         raise OAuthError("access_denied", "The user is not signed in")
     if request.form.get("decision") != "approve":
+        AuditEvent.record("consent.denied", current_user(), g.client, scope=grant["scope"])
         raise OAuthError("access_denied", "The user denied the request")
+    AuditEvent.record("consent.granted", current_user(), g.client, scope=grant["scope"], resource=grant["resource"])
     code = AuthorizationCode(user_id=current_user().id, **grant)
+    g.client.record_authorization()
     return redirect_to_client(code=code.seal(), state=g.get("state"))
 
 
@@ -53,6 +65,8 @@ def authorization_request():
 
 def find_client(params):
     client_id = params.get("client_id")
+    if is_parameter(client_id) and is_document_url(client_id):
+        return client_for(client_id)
     client = Client.find_by("client_id", client_id) if is_parameter(client_id) else None
     if client is None:
         raise OAuthError("invalid_request", "Unknown client")

@@ -16,8 +16,7 @@ def create():
     metadata = require_json_object()
     require_public(metadata)
     require_code_flow(metadata)
-    client = Client.create(name=client_name(metadata), redirect_uris=require_redirect_uris(metadata),
-                           scope=registered_scope(metadata), dynamically_registered=True)
+    client = Client.register(client_name(metadata), require_redirect_uris(metadata), registered_scope(metadata))
     return client.registration(), 201, {"Cache-Control": "no-store"}
 
 

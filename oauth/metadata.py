@@ -27,6 +27,7 @@ def authorization_server():
         "revocation_endpoint_auth_methods_supported": ["none", *Client.SECRET_METHODS],
         "scopes_supported": list(SCOPES),
         "authorization_response_iss_parameter_supported": True,
+        "client_id_metadata_document_supported": True,
     }
 
 

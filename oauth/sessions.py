@@ -1,7 +1,7 @@
 """Sign-in and sign-out for the people who approve apps."""
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 
-from models import User
+from models import AuditEvent, User
 from oauth import limiter
 from oauth.authentication import current_user, sign_in
 
@@ -27,6 +27,8 @@ def create():
     username, password = request.form.get("username", ""), request.form.get("password", "")
     user = User.authenticate(username.strip(), password) if username and password else None
     if user is None:
+        # Only a name that is someone's is recorded: people type passwords into the username field.
+        AuditEvent.record("sign_in.failed", User.named(username.strip()))
         flash("That username and password do not match.", "error")
         return render_template("sessions/new.html", username=username[:150]), 401
     return_to = session.get("return_to")

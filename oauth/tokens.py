@@ -53,7 +53,7 @@ def require_matching_resource(code, params):
 
 def find_user(code):
     user = User.find_by("id", code.user_id)
-    if user is None:
+    if user is None or user.created_at > code.issued_at:  # the id of a removed user, given to a new one
         raise OAuthError("invalid_grant", "The user who approved this code no longer exists")
     return user
 

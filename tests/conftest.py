@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
+import redis
 from werkzeug.security import generate_password_hash
 
 from app import create_app
@@ -49,6 +50,19 @@ def new_postgresql_database(postgresql):
 @pytest.fixture(scope="session")
 def shared_postgresql(new_postgresql_database):
     return new_postgresql_database()
+
+
+@pytest.fixture(scope="module")
+def limiter_storage(request):
+    """The Redis database the module names in REDIS, emptied before and after: limits its processes share."""
+    url = request.module.REDIS
+    try:
+        storage = redis.Redis.from_url(url, socket_timeout=3)
+        storage.flushdb()
+    except redis.RedisError as error:
+        pytest.skip(f"Redis is not answering at {url} (start it to run these tests): {error}")
+    yield url
+    storage.flushdb()
 
 
 @pytest.fixture(params=DATABASES)

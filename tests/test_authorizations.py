@@ -9,6 +9,12 @@ def test_authorization_asks_a_signed_out_user_to_sign_in_first(client, user, aut
     assert response.status_code == 302 and response.location == "/session/new"
 
 
+def test_a_signed_out_request_too_long_to_remember_still_asks_to_sign_in(client, user, authorize_params):
+    response = client.get("/oauth/authorization/new", query_string={**authorize_params, "pad": "p" * 5000})
+    assert response.status_code == 302 and response.location == "/session/new"
+    assert len(response.headers.get("Set-Cookie", "")) < 4000  # a cookie browsers would drop is never sent
+
+
 def test_authorization_shows_the_consent_screen(client, signed_in, authorize_params):
     response = client.get("/oauth/authorization/new", query_string={**authorize_params, "scope": "write"})
     page = response.get_data(as_text=True)

@@ -1,6 +1,7 @@
 """The pages in a real browser: Debian's Chromium driven by Playwright against a live `keyfob serve`,
 with a real loopback listener standing in for the MCP client's redirect. Screenshots of every page
 land in tests/artifacts/ to be looked at."""
+import re
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +13,7 @@ import pytest
 
 from live import keyfob_serving
 from models import s256
+from test_client_documents import document_server, publish, tls_files  # noqa: F401 (fixtures)
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 CHROMIUM = shutil.which("chromium")
@@ -38,7 +40,7 @@ class Catcher(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, served_database):
     # One user per test: sign-in is limited to 5 a minute per username.
-    people = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+    people = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
     with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[(name, "pw") for name in people],
                         settings=served_database) as base:
         yield base
@@ -245,3 +247,57 @@ def test_a_confidential_app_is_registered_used_with_its_secret_and_deleted(serve
     page.get_by_role("button", name="Delete app").click()
     page.get_by_text("is deleted").wait_for()
     assert api_status(server, token) == 401
+
+
+def test_activity_lists_what_happened_in_the_account_on_a_wide_and_a_phone_screen(server, chromium):
+    # Signed in from an address of its own: sign-in allows 10 a minute per address, and this module's other
+    # tests use most of 127.0.0.1's.
+    with httpx2.Client(base_url=server, transport=httpx2.HTTPTransport(local_address="127.0.0.2")) as heidi:
+        form = re.search(r'name="csrf_token" value="([^"]+)"', heidi.get("/session/new").text)[1]
+        for password in ("not heidi's password", "pw"):
+            heidi.post("/session", data={"username": "heidi", "password": password, "csrf_token": form})
+        form = re.search(r'name="csrf_token" value="([^"]+)"', heidi.get("/my/access_tokens").text)[1]
+        heidi.post("/my/access_tokens", data={"description": "Sync of the shared calendar between the laptop and"
+                                              " the phone", "scope": "read", "csrf_token": form})
+        session = heidi.cookies["keyfob_session"]
+    for name, viewport in (("activity", {"width": 1280, "height": 720}), ("activity-phone", {"width": 375, "height": 740})):
+        context = chromium.new_context(viewport=viewport, is_mobile=viewport["width"] < 400)
+        context.add_cookies([{"name": "keyfob_session", "value": session, "url": server}])
+        page = context.new_page()
+        page.goto(server)
+        page.get_by_role("navigation", name="Account").get_by_role("link", name="Activity").click()
+        newest = page.locator("tbody tr").first  # on a phone the header row is hidden, and with it its role
+        assert "You created the personal token" in newest.inner_text() and "127.0.0.2" in newest.inner_text()
+        assert "Someone failed to sign in as you" in page.content()
+        screenshot(page, name)
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        context.close()
+
+
+def test_chromium_shows_the_publishing_host_and_the_local_warning_then_delivers_the_code(
+        publish, tmp_path, tls_files, served_database, chromium, catcher, request):
+    url = publish({"client_name": "Notes Desktop"})
+    database = {"KEYFOB_DATABASE_URL": request.getfixturevalue("new_postgresql_database")()} if served_database else {}
+    settings = {**database, "KEYFOB_TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
+                "KEYFOB_TESTING_CLIENT_DOCUMENT_ADDRESSES": '["127.0.0.1", "::1"]'}
+    params = {"response_type": "code", "client_id": url, "redirect_uri": f"http://127.0.0.1:{catcher.server_port}/callback",
+              "code_challenge": s256(VERIFIER), "code_challenge_method": "S256", "scope": "read", "state": "doc"}
+    with keyfob_serving(tmp_path / "instance", users=[("ivan", "pw")], settings=settings) as server:
+        for viewport, name in (({"width": 1280, "height": 900}, "consent-document"),
+                               ({"width": 390, "height": 844}, "consent-document-phone")):
+            context = chromium.new_context(viewport=viewport)
+            page = context.new_page()
+            page.goto(f"{server}/oauth/authorization/new?{urlencode(params)}")
+            sign_in(page, "ivan")
+            publisher = page.locator(".publisher")
+            assert publisher.inner_text() == "Described by localhost"
+            assert "your own computer" in page.locator(".warning").inner_text()
+            screenshot(page, name)
+            if name == "consent-document":
+                page.get_by_role("button", name="Approve").click()
+                page.wait_for_url(f"{params['redirect_uri']}?**")
+            context.close()
+        answer = catcher.received[-1]
+        assert answer["state"] == "doc" and answer["iss"] == server
+        token = exchange(server, params, answer["code"])
+        assert httpx2.get(f"{server}/api/me", headers={"Authorization": f"Bearer {token}"}).json()["client_id"] == url

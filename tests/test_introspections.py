@@ -44,6 +44,13 @@ def test_introspection_answers_only_inactive_for_tokens_that_grant_nothing(clien
     assert introspect(client, resource_server, token).json == {"active": False}
 
 
+def test_introspection_of_a_json_lone_surrogate_is_inactive_not_a_500(client, resource_server):
+    credentials = base64.b64encode(f"{resource_server.client_id}:{resource_server.secret}".encode()).decode()
+    response = client.post("/oauth/introspection", data='{"token": "kf_\\ud800"}', content_type="application/json",
+                           headers={"Authorization": f"Basic {credentials}"})
+    assert response.status_code == 200 and response.json == {"active": False}
+
+
 def test_a_revoked_token_is_inactive(client, resource_server, user, oauth_client):
     token = AccessToken.issue(user, oauth_client)
     AccessToken.revoke(token.token, oauth_client)

@@ -10,7 +10,7 @@ import migrations
 import models
 from app import create_app
 from live import KEYFOB, keyfob_env
-from models import AccessToken, Client, RedeemedCode, SecretKeyCheck, User, db, digest
+from models import AccessToken, AuditEvent, Client, RedeemedCode, SecretKeyCheck, User, db, digest
 
 TOKEN = "kf_at_" + "t" * 43
 SECRET_KEY = "k" * 40
@@ -79,7 +79,7 @@ def test_a_first_release_database_that_already_has_later_columns_is_adopted(old_
 def test_upgraded_schema_has_every_column_the_models_use(database_url):
     create_app({"DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY})
     try:
-        for model in (User, Client, AccessToken, RedeemedCode, SecretKeyCheck):
+        for model in (User, Client, AccessToken, RedeemedCode, SecretKeyCheck, AuditEvent):
             stored = {column.name for column in db.get_columns(model._meta.table_name)}
             assert stored == set(model._meta.columns), model
     finally:

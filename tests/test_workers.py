@@ -11,7 +11,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-import redis
 
 from live import KEYFOB, free_port, keyfob_env, stop, wait_until_answering
 from models import s256
@@ -28,18 +27,6 @@ def csrf_token(page):
 
 def query(response):
     return {name: values[0] for name, values in parse_qs(urlsplit(response.headers["Location"]).query).items()}
-
-
-@pytest.fixture(scope="module")
-def limiter_storage():
-    """Redis database 14, emptied before and after: the limits every process shares."""
-    try:
-        storage = redis.Redis.from_url(REDIS, socket_timeout=3)
-        storage.flushdb()
-    except redis.RedisError as error:
-        pytest.skip(f"Redis is not answering at {REDIS} (start it to run these tests): {error}")
-    yield REDIS
-    storage.flushdb()
 
 
 @pytest.fixture(scope="module")

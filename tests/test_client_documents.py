@@ -1,0 +1,281 @@
+"""Client ID Metadata Documents, served by a real HTTPS server on this machine with a test certificate
+authority: Keyfob trusts that authority and that address only through its test-only settings."""
+import datetime
+import json
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from app import create_app
+from conftest import csrf_token, query
+from live import keyfob_serving
+from models import AccessToken, Client, db
+from oauth.client_documents import is_public
+
+CALLBACK = "http://127.0.0.1/callback"  # listed without a port, as Claude Code's document does
+
+
+def certificate(subject, issuer_name, key, signer, ca=False, names=()):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A certificate authority of the test run's own, and a server certificate it signed for localhost."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("Keyfob test CA", "Keyfob test CA", ca_key, ca_key, ca=True)
+    server = certificate("localhost", "Keyfob test CA", server_key, ca_key, names=["localhost"])
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.key").write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder
+
+
+class Documents(BaseHTTPRequestHandler):
+    """Answers each path with what the test put in `routes`: (status, headers, body, seconds to wait first,
+    seconds to wait between the body's bytes)."""
+    routes, hits = {}, {}
+
+    def do_GET(self):
+        self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        status, headers, body, delay, trickle = self.routes.get(self.path, (404, {}, b"", 0, 0))
+        time.sleep(delay)
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            for start in range(0, len(body), 1 if trickle else len(body) or 1):
+                self.wfile.write(body[start:start + (1 if trickle else len(body))])
+                self.wfile.flush()
+                time.sleep(trickle)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def document_server(tls_files):
+    """An HTTPS server on 127.0.0.1 answering for https://localhost:PORT; its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Documents)
+    server.daemon_threads = True
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files / "server.pem", tls_files / "server.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://localhost:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def publish(document_server):
+    """Serve a document at a fresh path; returns its URL (the client_id)."""
+    def publish(document=None, status=200, headers=None, body=None, delay=0, trickle=0, name=None):
+        path = f"/clients/{name or time.monotonic_ns()}.json"
+        url = document_server + path
+        if body is None:
+            document = {"client_id": url, "client_name": "Notes Desktop", "redirect_uris": [CALLBACK],
+                        "token_endpoint_auth_method": "none", **(document or {})}
+            body = json.dumps(document).encode()
+        Documents.routes[path] = (status, {"Content-Type": "application/json", **(headers or {})}, body, delay, trickle)
+        return url
+    return publish
+
+
+def hits(url):
+    return Documents.hits.get(url.split("/", 3)[3].join(["/", ""]), 0)
+
+
+@pytest.fixture
+def config(config, tls_files):
+    return {**config, "TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
+            "TESTING_CLIENT_DOCUMENT_ADDRESSES": ["127.0.0.1", "::1"]}
+
+
+def params(client_id, pkce, redirect_uri="http://127.0.0.1:50811/callback"):
+    return {"client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code", "state": "st",
+            "code_challenge": pkce[1], "code_challenge_method": "S256", "scope": "read"}
+
+
+def test_a_document_client_is_authorized_like_any_other_and_its_host_is_shown(client, signed_in, publish, pkce):
+    url = publish()
+    grant = params(url, pkce)
+    page = client.get("/oauth/authorization/new", query_string=grant)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200, html
+    assert "Described by <strong>localhost</strong>" in html and "Notes Desktop" in html
+    assert "your own computer" in html  # the loopback redirect warning
+
+    approved = client.post("/oauth/authorization", data={**grant, "decision": "approve", "csrf_token": csrf_token(page)})
+    token = client.post("/oauth/token", data={"grant_type": "authorization_code", "client_id": url,
+                                              "code": query(approved)["code"], "code_verifier": pkce[0],
+                                              "redirect_uri": grant["redirect_uri"]})
+    assert token.status_code == 200, token.json
+    bearer = {"Authorization": f"Bearer {token.json['access_token']}"}
+    assert client.get("/api/me", headers=bearer).json["client_id"] == url
+    assert [app.name for app in AccessToken.connected_apps(signed_in)] == ["Notes Desktop"]
+
+    revoked = client.post("/oauth/revocation", data={"token": token.json["access_token"], "client_id": url})
+    assert revoked.status_code == 200 and client.get("/api/me", headers=bearer).status_code == 401
+
+
+def test_metadata_advertises_client_id_metadata_documents(client):
+    assert client.get("/.well-known/oauth-authorization-server").json["client_id_metadata_document_supported"] is True
+
+
+@pytest.mark.parametrize("case, document, expected", [
+    ("mismatch", {"client_id": "https://elsewhere.example/client.json"}, "its client_id is not the URL"),
+    ("no name", {"client_name": ""}, "its client_name"),
+    ("secret", {"token_endpoint_auth_method": "client_secret_basic"}, "public client"),
+    ("bad redirect", {"redirect_uris": ["http://attacker.example/cb"]}, "its redirect_uris"),
+    ("no redirects", {"redirect_uris": []}, "its redirect_uris"),
+])
+def test_an_invalid_document_is_refused_with_an_error_page(client, signed_in, publish, pkce, case, document, expected):
+    page = client.get("/oauth/authorization/new", query_string=params(publish(document), pkce))
+    assert page.status_code == 400 and page.location is None
+    assert expected in page.get_data(as_text=True)
+    assert Client.select().count() == 0
+
+
+@pytest.mark.parametrize("case, served, expected", [
+    ("not JSON", {"body": b"<html>hello</html>"}, "it is not JSON"),
+    ("oversized", {"body": b'{"pad": "' + b"x" * 6000 + b'"}'}, "larger than"),
+    ("redirect", {"status": 302, "headers": {"Location": "https://localhost/elsewhere.json"}, "body": b""},
+     "answered 302"),
+    ("missing", {"status": 404, "body": b""}, "answered 404"),
+    ("slow", {"delay": 6}, "did not arrive in time"),
+    ("trickling", {"trickle": 0.5}, "did not arrive in time"),
+])
+def test_an_unusable_fetch_is_refused(client, signed_in, publish, pkce, case, served, expected):
+    started = time.monotonic()
+    page = client.get("/oauth/authorization/new", query_string=params(publish(**served), pkce))
+    assert page.status_code == 400 and expected in page.get_data(as_text=True)
+    assert time.monotonic() - started < 5.5
+    assert Client.select().count() == 0
+
+
+def test_a_redirect_uri_the_document_does_not_list_gets_an_error_page(client, signed_in, publish, pkce):
+    page = client.get("/oauth/authorization/new",
+                      query_string=params(publish(), pkce, redirect_uri="http://127.0.0.1:50811/elsewhere"))
+    assert page.status_code == 400 and page.location is None
+
+
+def test_documents_are_cached_by_their_headers_within_bounds(client, signed_in, publish, pkce):
+    url = publish(headers={"Cache-Control": "max-age=0"})  # kept the minimum minute all the same
+    for _ in range(3):
+        assert client.get("/oauth/authorization/new", query_string=params(url, pkce)).status_code == 200
+    assert hits(url) == 1
+
+
+def test_a_changed_document_updates_the_client_after_its_cache_time(app, client, signed_in, publish, pkce):
+    import oauth.client_documents as documents
+    url = publish(name="changing")
+    assert client.get("/oauth/authorization/new", query_string=params(url, pkce)).status_code == 200
+    publish({"client_id": url, "client_name": "Notes Desktop 2"}, name="changing")
+    documents.cache.clear()  # as if its cache time had passed
+    assert "Notes Desktop 2" in client.get("/oauth/authorization/new", query_string=params(url, pkce)).get_data(
+        as_text=True)
+    assert [row.name for row in Client.select()] == ["Notes Desktop 2"]
+
+
+def test_production_defaults_refuse_a_private_address_and_an_untrusted_certificate(publish, pkce, database_url,
+                                                                                    tls_files, password_digest):
+    url = publish()
+    base = {"TESTING": True, "SECRET_KEY": "k" * 40, "ISSUER": "http://keyfob.test", "DATABASE_URL": database_url,
+            "RATELIMIT_ENABLED": False}
+    for settings, expected in (({}, "not on a public address"),
+                               ({"TESTING_CLIENT_DOCUMENT_ADDRESSES": ["127.0.0.1"]}, "fetching it failed")):
+        import oauth.client_documents as documents
+        documents.cache.clear()
+        app = create_app({**base, **settings})
+        try:
+            page = app.test_client().get("/oauth/authorization/new", query_string=params(url, pkce))
+            assert page.status_code == 400 and expected in page.get_data(as_text=True)
+        finally:
+            db.close()
+
+
+@pytest.mark.parametrize("address, public", [
+    ("93.184.215.14", True), ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", True),
+    ("127.0.0.1", False), ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.1", False),
+    ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
+    ("::1", False), ("fe80::1", False), ("fd00::1", False), ("::ffff:127.0.0.1", False),
+    ("::ffff:169.254.169.254", False), ("64:ff9b::a9fe:a9fe", False), ("2002:7f00:1::", False),
+])
+def test_only_public_addresses_pass(address, public):
+    assert is_public(address) is public
+
+
+def test_a_document_clients_tokens_go_when_the_user_disconnects_it(client, signed_in, publish, pkce):
+    url = publish()
+    Client.from_document(url, "Notes Desktop", [CALLBACK], "read write")
+    token = AccessToken.issue(signed_in, Client.find_by("client_id", url))
+    page = client.get("/my/connected_apps")
+    assert "Notes Desktop" in page.get_data(as_text=True) and "Disconnect" in page.get_data(as_text=True)
+    assert AccessToken.disconnect(signed_in, Client.find_by("client_id", url)) == 1
+    assert AccessToken.authenticate(token.token) is None
+
+
+@pytest.mark.anyio
+async def test_the_mcp_python_sdk_client_completes_the_flow_with_a_client_metadata_url(publish, tmp_path, tls_files,
+                                                                                     served_database):
+    import anyio
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+    from live import TIMEOUT
+    from test_live_server import REDIRECT_URI, MemoryStorage, approve
+
+    url = publish({"client_name": "SDK by document"})
+    settings = {**served_database, "KEYFOB_TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
+                "KEYFOB_TESTING_CLIENT_DOCUMENT_ADDRESSES": '["127.0.0.1", "::1"]'}
+    with keyfob_serving(tmp_path / "instance", users=[("alice", "pw")], settings=settings) as server:
+        storage, answers, sent = MemoryStorage(), [], []
+
+        async def redirect_handler(authorization_url):
+            with httpx2.Client(base_url=server, timeout=TIMEOUT) as browser:
+                answers.append(await anyio.to_thread.run_sync(approve, browser, authorization_url))
+
+        async def callback_handler():
+            return AuthorizationCodeResult(code=answers[-1]["code"], state=answers[-1]["state"], iss=answers[-1]["iss"])
+
+        async def record(response):
+            sent.append((response.request.method, response.request.url.path, response.status_code))
+
+        metadata = OAuthClientMetadata(client_name="SDK by document", redirect_uris=[REDIRECT_URI],
+                                       response_types=["code"], grant_types=["authorization_code"])
+        provider = OAuthClientProvider(f"{server}/api/me", metadata, storage, redirect_handler, callback_handler,
+                                       client_metadata_url=url)
+        async with httpx2.AsyncClient(auth=provider, timeout=TIMEOUT, event_hooks={"response": [record]}) as sdk:
+            with anyio.fail_after(30):
+                response = await sdk.get(f"{server}/api/me")
+
+    assert response.status_code == 200
+    assert response.json() == {"user": "alice", "scope": "read", "client_id": url}
+    assert ("POST", "/oauth/clients", 201) not in sent  # no dynamic registration: the URL is the client_id
+    assert hits(url) == 1
+
+
+@pytest.fixture(scope="module")
+def anyio_backend():
+    return "asyncio"
