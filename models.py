@@ -196,6 +196,7 @@ class Client(BaseModel):
     SECRET_METHODS = ("client_secret_basic", "client_secret_post")
     UNUSED_KEPT_FOR = 30 * 24 * 60 * 60
     CONSENT_IN_FLIGHT_FOR = 60 * 60
+    AUTHORIZATION_RECORDED_EVERY = 10 * 60
 
     class Meta:
         table_name = "clients"
@@ -317,8 +318,12 @@ class Client(BaseModel):
                    for parts in map(loopback_parts, self.redirect_uris) if parts)
 
     def record_authorization(self, at=None):
-        """Note that someone is consenting to this client now, which keeps housekeeping's hands off it."""
-        self.last_authorized_at = at or now()
+        """Note that someone is consenting to this client now, which keeps housekeeping's hands off it for
+        an hour; written at most every AUTHORIZATION_RECORDED_EVERY seconds, as that is close enough."""
+        at = at or now()
+        if self.last_authorized_at and 0 <= at - self.last_authorized_at < self.AUTHORIZATION_RECORDED_EVERY:
+            return
+        self.last_authorized_at = at
         db.execute_sql(f"UPDATE clients SET last_authorized_at = {db.param} WHERE id = {db.param}",
                        (self.last_authorized_at, self.id))
 
