@@ -43,7 +43,7 @@ def client_for(url):
             found = fetch_document(url)
         except DocumentRefused as refusal:
             found = str(refusal)
-        remember(url, found)
+            remember(url, found)
     if isinstance(found, str):
         raise OAuthError("invalid_request", f"The client's metadata document cannot be used: {found}")
     return Client.from_document(url, **found)

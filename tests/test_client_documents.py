@@ -187,6 +187,15 @@ def test_documents_are_cached_by_their_headers_within_bounds(client, signed_in, 
     assert hits(url) == 1
 
 
+def test_a_documents_max_age_sets_how_long_it_is_kept(client, signed_in, publish, pkce):
+    import oauth.client_documents as documents
+    url = publish(headers={"Cache-Control": "public, max-age=7200"})
+    assert client.get("/oauth/authorization/new", query_string=params(url, pkce)).status_code == 200
+    assert 7100 < documents.cache[url][0] - time.monotonic() <= 7200
+    assert [documents.max_age(header) for header in ("", "max-age=5", "max-age=9999999", "no-store, max-age=600")] \
+        == [300, 60, 86400, 60]
+
+
 def test_a_changed_document_updates_the_client_after_its_cache_time(app, client, signed_in, publish, pkce):
     import oauth.client_documents as documents
     url = publish(name="changing")
