@@ -37,12 +37,16 @@ CODE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
 
+CHECKPOINT_PAGES = 10_000  # a request that commits past this copies the log into the file; `serve` does it sooner
+
+
 def connect(url):
     """A peewee database for a URL: a SQLite file runs in WAL mode and waits out other writers' locks
     for up to 10 s; postgresql:// URLs go through peewee's PostgreSQL driver (psycopg)."""
     if url.startswith("sqlite:///"):
         return SqliteDatabase(url.removeprefix("sqlite:///"), pragmas={
-            "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10_000})
+            "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10_000,
+            "wal_autocheckpoint": CHECKPOINT_PAGES})
     from playhouse.db_url import connect as connect_url  # only here: it loads every database's extensions
     return connect_url(url)
 
