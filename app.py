@@ -2,6 +2,7 @@
 import contextlib
 import logging
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -583,8 +584,10 @@ def command_database():
 
 
 def masked_url(url):
+    """The URL with its password hidden, in the userinfo or in a password= query parameter."""
     password = urlsplit(url).password
-    return url.replace(f":{password}@", ":***@", 1) if password else url
+    url = url.replace(f":{password}@", ":***@", 1) if password else url
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def write_instance_file(instance_path, name, text):

@@ -357,13 +357,18 @@ class Client(BaseModel):
         if client is None:
             try:
                 with db.atomic():
-                    return cls.create(client_id=url, name=name, redirect_uris=redirect_uris, scope=scope,
-                                      dynamically_registered=True)
+                    client = cls.create(client_id=url, name=name, redirect_uris=redirect_uris, scope=scope,
+                                        dynamically_registered=True)
+                    AuditEvent.record("client.registered", client=client, redirect_uris=" ".join(redirect_uris),
+                                      kind="document")
+                    return client
             except IntegrityError:
                 client = cls.find_by("client_id", url)
         if (client.name, client.redirect_uris, client.scope) != (name, redirect_uris, scope):
             client.name, client.redirect_uris, client.scope = name, redirect_uris, scope
-            client.save(only=[Client.name, Client.redirect_uris_json, Client.scope])
+            with db.atomic():
+                client.save(only=[Client.name, Client.redirect_uris_json, Client.scope])
+                AuditEvent.record("client.changed", client=client, redirect_uris=" ".join(redirect_uris))
         return client
 
     @property
@@ -677,6 +682,7 @@ class AuthorizationCode:
     scope: str
     code_challenge: str
     resource: str | None = None
+    user_check: str = ""  # the approving user's session check: a later user given the same id is not them
     jti: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     issued_at: int = field(default_factory=now)
 

@@ -3,16 +3,19 @@ from functools import wraps
 
 from flask import g, redirect, request, session, url_for
 
-from models import AccessToken, User, canonical_scope
+from models import AccessToken, User, canonical_scope, now
 from oauth import csrf, issuer
 
 RETURN_TO_MAX_LENGTH = 2048
+SESSION_LIFETIME = 12 * 60 * 60  # from signing in, however often the cookie is written again since
 
 
 def current_user():
     if "user" not in g:
         user_id = session.get("user_id")
-        user = User.find_by("id", user_id) if isinstance(user_id, int) else None
+        signed_in_at = session.get("signed_in_at")
+        fresh = isinstance(signed_in_at, int) and 0 <= now() - signed_in_at < SESSION_LIFETIME
+        user = User.find_by("id", user_id) if isinstance(user_id, int) and fresh else None
         g.user = user if user and user.session_check == session.get("user_check") else None
     return g.user
 
@@ -20,7 +23,7 @@ def current_user():
 def sign_in(user):
     session.clear()
     session.permanent = True
-    session["user_id"], session["user_check"] = user.id, user.session_check
+    session["user_id"], session["user_check"], session["signed_in_at"] = user.id, user.session_check, now()
 
 
 def sign_out():

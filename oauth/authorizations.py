@@ -15,15 +15,21 @@ SCOPE_WORDS = {"read": "See your account and read your data",
                "write": "Make changes to your data on your behalf"}
 
 
-def names_no_document():
-    """Requests naming a metadata document's URL make Keyfob fetch it: those are limited per address."""
-    return not is_document_url(request.values.get("client_id"))
+def names_document():
+    """Whether the request's client_id, read as the view reads it, is a metadata document's URL: only a
+    signed-in user's request makes Keyfob fetch one, and those are limited per address."""
+    try:
+        return is_document_url(request_params().get("client_id"))
+    except OAuthError:
+        return False
 
 
 @bp.get("/oauth/authorization/new")
-@limiter.limit("60/minute", exempt_when=names_no_document)
+@limiter.limit("60/minute", exempt_when=lambda: not names_document())
 def new():
     """Show the consent screen for a valid authorization request."""
+    if not current_user() and names_document():
+        return require_sign_in()
     grant = authorization_request()
     if not current_user():
         return require_sign_in()
@@ -37,9 +43,11 @@ def new():
 
 
 @bp.post("/oauth/authorization")
-@limiter.limit("60/minute", exempt_when=names_no_document)
+@limiter.limit("60/minute", exempt_when=lambda: not names_document())
 def create():
     """Approve or deny the request: redirect to the client with a code or access_denied (RFC 6749 §4.1.2)."""
+    if not current_user() and names_document():
+        raise OAuthError("access_denied", "The user is not signed in")
     grant = authorization_request()
     if not current_user():
         raise OAuthError("access_denied", "The user is not signed in")
@@ -47,7 +55,7 @@ def create():
         AuditEvent.record("consent.denied", current_user(), g.client, scope=grant["scope"])
         raise OAuthError("access_denied", "The user denied the request")
     AuditEvent.record("consent.granted", current_user(), g.client, scope=grant["scope"], resource=grant["resource"])
-    code = AuthorizationCode(user_id=current_user().id, **grant)
+    code = AuthorizationCode(user_id=current_user().id, user_check=current_user().session_check, **grant)
     g.client.record_authorization()
     return redirect_to_client(code=code.seal(), state=g.get("state"))
 

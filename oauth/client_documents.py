@@ -22,9 +22,11 @@ MAX_BYTES = 5 * 1024
 CONNECT_SECONDS, TOTAL_SECONDS = 2, 4
 CACHE_SECONDS, MIN_CACHE_SECONDS, MAX_CACHE_SECONDS, FAILURE_CACHE_SECONDS = 300, 60, 24 * 3600, 30
 MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d{1,10})\s*(?:,|$)")
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
+GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")  # outside it: mapped, compatible, translated, NAT64, site-local
+MAX_ADDRESSES_TRIED, MAX_FETCHING = 2, 4
 
 cache, cache_lock = {}, threading.Lock()
+fetching = threading.BoundedSemaphore(MAX_FETCHING)  # fetches can never hold every thread of a server
 
 
 class DocumentRefused(Exception):
@@ -86,11 +88,22 @@ def require_document_url(url):
 
 
 def get(parts):
-    """The body and max-age of a 200 answer to GET, from a public address, within the size and time caps."""
-    connection = PinnedConnection(parts.hostname, parts.port or 443, public_addresses(parts.hostname, parts.port),
-                                  tls_context())
-    deadline = threading.Timer(TOTAL_SECONDS, connection.cut)  # a server trickling bytes hits this, not a timeout
-    deadline.start()
+    """The body and max-age of a 200 answer to GET, from a public address, within the size and time caps:
+    one deadline covers resolving, connecting and reading."""
+    if not fetching.acquire(blocking=False):
+        raise DocumentRefused("too many documents are being fetched at once; try again in a moment")
+    try:
+        return get_before(parts, time.monotonic() + TOTAL_SECONDS)
+    finally:
+        fetching.release()
+
+
+def get_before(parts, deadline):
+    addresses = public_addresses(parts.hostname, parts.port, deadline)
+    connection = PinnedConnection(parts.hostname, parts.port or 443, addresses[:MAX_ADDRESSES_TRIED], tls_context(),
+                                  deadline)
+    cutter = threading.Timer(max(deadline - time.monotonic(), 0), connection.cut)  # a trickling server hits this
+    cutter.start()
     try:
         connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
                            headers={"Accept": "application/json", "User-Agent": "Keyfob"})
@@ -108,7 +121,7 @@ def get(parts):
             f"fetching it failed ({type(error).__name__})"
         raise DocumentRefused(reason) from None
     finally:
-        deadline.cancel()
+        cutter.cancel()
         connection.close()
 
 
@@ -121,31 +134,49 @@ def max_age(cache_control):
     return min(max(seconds, MIN_CACHE_SECONDS), MAX_CACHE_SECONDS)
 
 
-def public_addresses(host, port):
-    """The host's addresses, provided every one of them is public."""
-    try:
-        addresses = [info[4][0] for info in socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)]
-    except (OSError, UnicodeError):
-        raise DocumentRefused("its host name does not resolve") from None
-    allowed = current_app.config.get("TESTING_CLIENT_DOCUMENT_ADDRESSES") or ()
+def public_addresses(host, port, deadline):
+    """The host's addresses, resolved before the deadline, provided every one of them is public. One reason
+    for every failure, so the page does not tell which internal names resolve."""
+    answer = []
+    lookup = threading.Thread(target=resolve, args=(host, port or 443, answer), daemon=True)
+    lookup.start()
+    lookup.join(max(deadline - time.monotonic(), 0))
+    addresses = answer[0] if answer else []
+    allowed = testing_addresses()
     if not addresses or not all(address in allowed or is_public(address) for address in addresses):
-        raise DocumentRefused("its host is not on a public address")
+        raise DocumentRefused("its host does not resolve to public addresses only")
     return addresses
 
 
+def resolve(host, port, answer):
+    try:
+        answer.append([info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)])
+    except (OSError, UnicodeError):
+        answer.append([])
+
+
+def testing_addresses():
+    """Addresses the test suite's document server may use: honoured only in testing, and only exact addresses."""
+    allowed = current_app.config.get("TESTING_CLIENT_DOCUMENT_ADDRESSES") if current_app.testing else None
+    return [str(ipaddress.ip_address(address)) for address in allowed] if isinstance(allowed, list) else []
+
+
 def is_public(address):
-    """A globally routable unicast address, also when an IPv6 address embeds an IPv4 one."""
+    """A globally routable unicast address. IPv6 only from the global unicast block, and not when it embeds
+    an IPv4 address that is not public itself (6to4, Teredo)."""
     ip = ipaddress.ip_address(address.split("%")[0])
     if ip.version == 6:
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo or (None, None))[1] or (
-            ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in NAT64 else None)
+        if ip not in GLOBAL_UNICAST:
+            return False
+        embedded = ip.sixtofour or (ip.teredo or (None, None))[1]
         if embedded is not None and not is_public(str(embedded)):
             return False
     return ip.is_global and not ip.is_multicast
 
 
 def tls_context():
-    context = ssl.create_default_context(cafile=current_app.config.get("TESTING_CLIENT_DOCUMENT_CA"))
+    testing_ca = current_app.config.get("TESTING_CLIENT_DOCUMENT_CA") if current_app.testing else None
+    context = ssl.create_default_context(cafile=testing_ca if isinstance(testing_ca, str) else None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -154,19 +185,24 @@ class PinnedConnection(http.client.HTTPSConnection):
     """HTTPS to the addresses that were checked, with the certificate checked for the host name: a second
     DNS answer cannot swap in a private address."""
 
-    def __init__(self, host, port, addresses, context):
+    def __init__(self, host, port, addresses, context, deadline):
         super().__init__(host, port, timeout=CONNECT_SECONDS, context=context)
-        self.addresses, self.raw, self.was_cut = addresses, None, False
+        self.addresses, self.deadline, self.raw, self.was_cut = addresses, deadline, None, False
 
     def connect(self):
         for address in self.addresses:
+            remaining = min(CONNECT_SECONDS, self.deadline - time.monotonic())
+            if remaining <= 0:
+                raise TimeoutError
             try:
-                self.raw = socket.create_connection((address, self.port), CONNECT_SECONDS)
+                self.raw = socket.create_connection((address, self.port), remaining)
                 break
             except OSError:
                 if address == self.addresses[-1]:
                     raise
         self.sock = self.raw = self._context.wrap_socket(self.raw, server_hostname=self.host)
+        if self.was_cut:  # the deadline passed while connecting, when there was nothing to cut
+            raise TimeoutError
 
     def cut(self):
         """End the exchange from another thread: whatever read is waiting fails at once."""

@@ -14,14 +14,14 @@ def index():
     return render_template("connected_apps/index.html", apps=AccessToken.connected_apps(current_user()))
 
 
-@bp.get("/my/connected_apps/<client_id>")
+@bp.get("/my/connected_apps/<path:client_id>")
 @login_required
 def show(client_id):
     """Ask before disconnecting an app."""
     return render_template("connected_apps/show.html", app=find_connected_app(client_id))
 
 
-@bp.post("/my/connected_apps/<client_id>/disconnect")
+@bp.post("/my/connected_apps/<path:client_id>/disconnect")
 @login_required
 def destroy(client_id):
     """Disconnect an app: revoke every token the user granted it."""

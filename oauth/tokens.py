@@ -1,4 +1,6 @@
 """The token endpoint: exchange an authorization code for a bearer token."""
+import hmac
+
 from flask import Blueprint
 
 from models import AccessToken, AuthorizationCode, User
@@ -53,7 +55,7 @@ def require_matching_resource(code, params):
 
 def find_user(code):
     user = User.find_by("id", code.user_id)
-    if user is None or user.created_at > code.issued_at:  # the id of a removed user, given to a new one
+    if user is None or not hmac.compare_digest(user.session_check, code.user_check):  # a removed user's id, reused
         raise OAuthError("invalid_grant", "The user who approved this code no longer exists")
     return user
 

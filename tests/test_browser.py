@@ -278,7 +278,7 @@ def test_chromium_shows_the_publishing_host_and_the_local_warning_then_delivers_
         publish, tmp_path, tls_files, served_database, chromium, catcher, request):
     url = publish({"client_name": "Notes Desktop"})
     database = {"KEYFOB_DATABASE_URL": request.getfixturevalue("new_postgresql_database")()} if served_database else {}
-    settings = {**database, "KEYFOB_TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
+    settings = {**database, "KEYFOB_TESTING": "true", "KEYFOB_TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
                 "KEYFOB_TESTING_CLIENT_DOCUMENT_ADDRESSES": '["127.0.0.1", "::1"]'}
     params = {"response_type": "code", "client_id": url, "redirect_uri": f"http://127.0.0.1:{catcher.server_port}/callback",
               "code_challenge": s256(VERIFIER), "code_challenge_method": "S256", "scope": "read", "state": "doc"}

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app import create_app
-from conftest import csrf_token, query
+from conftest import csrf_token, query, sign_in
 from live import keyfob_serving
-from models import AccessToken, Client, db
+from models import AccessToken, Client, User, db
 from oauth.client_documents import is_public
 
 CALLBACK = "http://127.0.0.1/callback"  # listed without a port, as Claude Code's document does
@@ -212,13 +212,19 @@ def test_production_defaults_refuse_a_private_address_and_an_untrusted_certifica
     url = publish()
     base = {"TESTING": True, "SECRET_KEY": "k" * 40, "ISSUER": "http://keyfob.test", "DATABASE_URL": database_url,
             "RATELIMIT_ENABLED": False}
-    for settings, expected in (({}, "not on a public address"),
-                               ({"TESTING_CLIENT_DOCUMENT_ADDRESSES": ["127.0.0.1"]}, "fetching it failed")):
+    trusting = {"TESTING_CLIENT_DOCUMENT_ADDRESSES": ["127.0.0.1"], "TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem")}
+    for settings, expected in (({}, "does not resolve to public addresses only"),
+                               ({"TESTING_CLIENT_DOCUMENT_ADDRESSES": ["127.0.0.1"]}, "fetching it failed"),
+                               ({**trusting, "TESTING": False}, "does not resolve to public addresses only"),
+                               ({"TESTING_CLIENT_DOCUMENT_ADDRESSES": "127.0.0.1/8"}, "public addresses only")):
         import oauth.client_documents as documents
         documents.cache.clear()
         app = create_app({**base, **settings})
         try:
-            page = app.test_client().get("/oauth/authorization/new", query_string=params(url, pkce))
+            User.get_or_create(username="alice", defaults={"password_digest": password_digest})
+            browser = app.test_client()
+            assert sign_in(browser).status_code == 302
+            page = browser.get("/oauth/authorization/new", query_string=params(url, pkce))
             assert page.status_code == 400 and expected in page.get_data(as_text=True)
         finally:
             db.close()
@@ -230,6 +236,7 @@ def test_production_defaults_refuse_a_private_address_and_an_untrusted_certifica
     ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
     ("::1", False), ("fe80::1", False), ("fd00::1", False), ("::ffff:127.0.0.1", False),
     ("::ffff:169.254.169.254", False), ("64:ff9b::a9fe:a9fe", False), ("2002:7f00:1::", False),
+    ("::7f00:1", False), ("::ffff:0:7f00:1", False), ("64:ff9b:1::7f00:1", False), ("fec0::1", False),
 ])
 def test_only_public_addresses_pass(address, public):
     assert is_public(address) is public
@@ -256,7 +263,7 @@ async def test_the_mcp_python_sdk_client_completes_the_flow_with_a_client_metada
     from test_live_server import REDIRECT_URI, MemoryStorage, approve
 
     url = publish({"client_name": "SDK by document"})
-    settings = {**served_database, "KEYFOB_TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
+    settings = {**served_database, "KEYFOB_TESTING": "true", "KEYFOB_TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
                 "KEYFOB_TESTING_CLIENT_DOCUMENT_ADDRESSES": '["127.0.0.1", "::1"]'}
     with keyfob_serving(tmp_path / "instance", users=[("alice", "pw")], settings=settings) as server:
         storage, answers, sent = MemoryStorage(), [], []
@@ -288,3 +295,45 @@ async def test_the_mcp_python_sdk_client_completes_the_flow_with_a_client_metada
 @pytest.fixture(scope="module")
 def anyio_backend():
     return "asyncio"
+
+
+def test_a_signed_out_request_fetches_nothing_and_makes_no_client(client, user, publish, pkce):
+    url = publish()
+    page = client.get("/oauth/authorization/new", query_string=params(url, pkce))
+    assert page.status_code == 302 and page.location == "/session/new"
+    answer = client.post("/oauth/authorization", data={**params(url, pkce), "decision": "approve"},
+                         headers={"X-CSRFToken": "-"})
+    assert answer.status_code in (400, 403) and answer.location is None
+    assert hits(url) == 0 and Client.select().count() == 0
+
+
+def test_the_fetch_limit_reads_the_client_id_where_the_view_reads_it(app, publish):
+    from oauth.authorizations import names_document
+    url = publish()
+    with app.test_request_context("/oauth/authorization?client_id=x", method="POST", data={"client_id": url}):
+        assert names_document()
+    with app.test_request_context("/oauth/authorization", method="POST", json={"client_id": url}):
+        assert names_document()
+
+
+def test_fetches_beyond_the_concurrent_cap_are_refused_at_once(client, signed_in, publish, pkce):
+    import oauth.client_documents as documents
+    held = [documents.fetching.acquire(blocking=False) for _ in range(documents.MAX_FETCHING)]
+    try:
+        page = client.get("/oauth/authorization/new", query_string=params(publish(), pkce))
+        assert page.status_code == 400 and "too many documents" in page.get_data(as_text=True)
+    finally:
+        for _ in filter(None, held):
+            documents.fetching.release()
+
+
+def test_a_document_client_is_disconnected_through_the_page(client, signed_in, publish):
+    url = publish()
+    client_row = Client.from_document(url, "Notes Desktop", [CALLBACK], "read")
+    token = AccessToken.issue(signed_in, client_row)
+    index = client.get("/my/connected_apps").get_data(as_text=True)
+    assert f'href="/my/connected_apps/{url}"' in index
+    page = client.get(f"/my/connected_apps/{url}")
+    assert page.status_code == 200
+    gone = client.post(f"/my/connected_apps/{url}/disconnect", data={"csrf_token": csrf_token(page)})
+    assert gone.status_code == 302 and AccessToken.authenticate(token.token) is None

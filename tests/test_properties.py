@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import ISSUER, PASSWORD, REDIRECT_URI, csrf_token
 from models import (CODE_CHALLENGE, AccessToken, AuthorizationCode, Client, RedeemedCode, User, canonical_scope,
-                    loopback_parts, printable_name, s256, usable_password)
+                    loopback_parts, now, printable_name, s256, usable_password)
 
 properties = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -257,7 +257,7 @@ def sign_in_state(client, user):
     and the conftest `signed_in` fixture has proved it once. Consent redirects sign out on a loopback issuer."""
     with client.session_transaction() as session:
         if user:
-            session["user_id"], session["user_check"] = user.id, user.session_check
+            session.update(user_id=user.id, user_check=user.session_check, signed_in_at=now())
         else:
             session.pop("user_id", None)
 
@@ -366,7 +366,7 @@ def test_token_endpoint_answers_hostile_requests_with_a_json_error_and_the_code_
         app, client, user, oauth_client, pkce, data):
     with app.app_context():
         code = AuthorizationCode(client_id=oauth_client.client_id, user_id=user.id, redirect_uri=REDIRECT_URI,
-                                 scope="read", code_challenge=pkce[1]).seal()
+                                 scope="read", code_challenge=pkce[1], user_check=user.session_check).seal()
     exchange = {"grant_type": "authorization_code", "client_id": oauth_client.client_id, "code": code,
                 "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI}
     body, content_type = data.draw(bodies(exchange))

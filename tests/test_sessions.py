@@ -78,3 +78,16 @@ class TestRateLimit:
         answers = [client.post("/session", data={"username": f"user{n}", "password": "guess", "csrf_token": token})
                    for n in range(11)]
         assert [answer.status_code for answer in answers] == [401] * 10 + [429]
+
+
+def test_a_session_ends_twelve_hours_after_signing_in_however_often_it_was_written(client, signed_in):
+    assert client.get("/").status_code == 200
+    with client.session_transaction() as session:
+        session["signed_in_at"] -= 12 * 60 * 60
+    assert client.get("/").status_code == 302
+
+
+def test_database_urls_are_printed_without_their_password():
+    from app import masked_url
+    assert masked_url("postgresql://keyfob:hunter2@db:5432/keyfob") == "postgresql://keyfob:***@db:5432/keyfob"
+    assert masked_url("postgresql://db/keyfob?user=k&password=hunter2&x=1") == "postgresql://db/keyfob?user=k&password=***&x=1"

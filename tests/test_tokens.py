@@ -4,15 +4,15 @@ import time
 import pytest
 
 from conftest import REDIRECT_URI, query, sign_in
-from models import AccessToken, AuthorizationCode
+from models import AccessToken, AuthorizationCode, User
 
 
 @pytest.fixture
 def seal(app, user, oauth_client, pkce):
     """Seal a code for the test client, as the consent screen would, with any field changed."""
     def seal(**changes):
-        fields = {"client_id": oauth_client.client_id, "user_id": user.id, "redirect_uri": REDIRECT_URI,
-                  "scope": "read", "code_challenge": pkce[1], **changes}
+        fields = {"client_id": oauth_client.client_id, "user_id": user.id, "user_check": user.session_check,
+                  "redirect_uri": REDIRECT_URI, "scope": "read", "code_challenge": pkce[1], **changes}
         with app.app_context():
             return AuthorizationCode(**fields).seal()
     return seal
@@ -178,3 +178,13 @@ class TestRateLimit:
         assert answers[20].headers["Retry-After"] and answers[20].headers["Cache-Control"] == "no-store"
         other_address = client.post("/oauth/token", data={}, environ_base={"REMOTE_ADDR": "10.0.0.2"})
         assert other_address.status_code == 400
+
+
+def test_a_code_of_a_removed_user_is_refused_to_a_new_user_given_the_same_id(client, seal, user, oauth_client, pkce):
+    code = seal()
+    user.remove()
+    User.register("mallory", "another password")
+    User.update(id=user.id).where(User.username == "mallory").execute()  # as SQLite gives the last id again
+    answer = client.post("/oauth/token", data={"grant_type": "authorization_code", "client_id": oauth_client.client_id,
+                                               "code": code, "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI})
+    assert answer.status_code == 400 and answer.json["error"] == "invalid_grant"
