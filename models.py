@@ -1,4 +1,7 @@
-"""Keyfob's domain: users, OAuth clients, access tokens, and the sealed authorization code."""
+"""Keyfob's domain: users, OAuth clients, access tokens, the audit trail, and the sealed authorization code.
+
+Data access: peewee's query API, except on the request path of a flow or a bearer check, where a fixed SQL
+statement runs instead (each such method says so): there peewee's query builder costs far more than the query."""
 import base64
 import hashlib
 import hmac
@@ -16,19 +19,27 @@ from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+import peewee
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app, has_request_context, request
-from peewee import __exception_wrapper__ as driver_errors
 from peewee import (BigIntegerField, BooleanField, CharField, DatabaseError, DatabaseProxy, ForeignKeyField,
-                    IntegerField, IntegrityError, InterfaceError, Model, SqliteDatabase, TextField, fn)
+                    IntegerField, IntegrityError, InterfaceError, Model, TextField, fn)
 from werkzeug.security import check_password_hash, generate_password_hash
 
 db = DatabaseProxy()
 
-SCOPES = ("read", "write")
+# ---- Grammar and small helpers ---------------------------------------------------------------------------------
+
+SCOPES = {"read": "See your account and read your data",  # each scope word, as the consent page asks for it
+          "write": "Make changes to your data on your behalf"}
+GRANTS = ("read", "read write")  # the scopes a token can hold: write includes read
+OAUTH_TOKEN, PERSONAL_TOKEN, CLIENT_SECRET = "kf_at_", "kf_pat_", "kf_cs_"  # how each kind of secret begins
+SECRET = "kf_"  # how every one of them begins
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+DOCUMENT_ID = "https://"  # a client_id that begins so is the URL of its Client ID Metadata Document
 LOOPBACK_URI = re.compile(
     r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(0|[1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
 HTTPS_URI = re.compile(
@@ -37,18 +48,13 @@ CODE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
 
-CHECKPOINT_PAGES = 10_000  # a request that commits past this copies the log into the file; `serve` does it sooner
+class Refused(ValueError):
+    """What a model refuses to store, and why, in words fit to show: the view turns the reasons into an
+    OAuthError or a form message. (Something not found is None, not a refusal.)"""
 
-
-def connect(url):
-    """A peewee database for a URL: a SQLite file runs in WAL mode and waits out other writers' locks
-    for up to 10 s; postgresql:// URLs go through peewee's PostgreSQL driver (psycopg)."""
-    if url.startswith("sqlite:///"):
-        return SqliteDatabase(url.removeprefix("sqlite:///"), pragmas={
-            "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10_000,
-            "wal_autocheckpoint": CHECKPOINT_PAGES})
-    from playhouse.db_url import connect as connect_url  # only here: it loads every database's extensions
-    return connect_url(url)
+    def __init__(self, *reasons):
+        super().__init__(" ".join(reasons))
+        self.reasons = list(reasons)
 
 
 def now():
@@ -60,7 +66,12 @@ def canonical_scope(value):
     words = value.split(" ") if isinstance(value, str) else None
     if not words or any(word not in SCOPES for word in words):
         return None
-    return "read write" if "write" in words else "read"
+    return GRANTS[1] if "write" in words else GRANTS[0]
+
+
+def scope_words(scope):
+    """A granted scope as people read it: "read", or "read and write"."""
+    return " and ".join(scope.split(" "))
 
 
 def s256(verifier):
@@ -84,6 +95,10 @@ def digest(secret):
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def is_document_url(client_id):
+    return isinstance(client_id, str) and client_id.startswith(DOCUMENT_ID)
+
+
 def loopback_parts(uri):
     """(host, port, path and query) of an http loopback URI with a plain authority, else None."""
     match = LOOPBACK_URI.fullmatch(uri) if isinstance(uri, str) else None
@@ -104,22 +119,37 @@ def printable_name(name):
     return "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs")).strip()
 
 
+# Two of peewee's internals, each used in one place on the request path. Checked against peewee 4.5;
+# tests/test_models.py fails if either changes.
+def driver_errors():
+    """peewee's translation of the driver's exceptions into its own, around a statement on the driver's cursor."""
+    return peewee.__exception_wrapper__
+
+
+def stored_row(model, values):
+    """A model for a row read from the database, as peewee's own row readers make one: without computing the
+    defaults of fields (a Client's default is a fresh client_id)."""
+    return model(__no_default__=True, **values)
+
+
+# ---- BaseModel -------------------------------------------------------------------------------------------------
+
 class BaseModel(Model):
     class Meta:
         database = db
 
     @classmethod
     def find_by(cls, column, value):
-        """The row whose unique column holds value, or None: fixed SQL, as peewee's query builder
-        costs some thirty times the query itself on the request path."""
+        """The row whose unique column holds value, or None. Fixed SQL: every request looks one up."""
         cursor = db.execute_sql(f"SELECT * FROM {cls._meta.table_name} WHERE {column} = {db.param}", (value,))
         rows = cursor.fetchall()
         if not rows:
             return None
         fields = [cls._meta.columns[description[0]] for description in cursor.description]
-        values = {field.name: field.python_value(value) for field, value in zip(fields, rows[0])}
-        return cls(__no_default__=True, **values)  # as peewee's own row readers: no default (a new client_id) is made
+        return stored_row(cls, {field.name: field.python_value(value) for field, value in zip(fields, rows[0])})
 
+
+# ---- User ------------------------------------------------------------------------------------------------------
 
 class User(BaseModel):
     username = CharField(max_length=150, unique=True)
@@ -133,22 +163,22 @@ class User(BaseModel):
 
     @classmethod
     def register(cls, username, password):
-        """A new user, or a ValueError that says what is wrong with the name or password."""
+        """A new user; Refused says what is wrong with the name or password."""
         if not cls.USERNAME.fullmatch(username or ""):
-            raise ValueError("A username is 1 to 150 letters, digits or . _ @ + - and starts with a letter or digit")
+            raise Refused("A username is 1 to 150 letters, digits or . _ @ + - and starts with a letter or digit")
         if not usable_password(password):
-            raise ValueError("The password must not be empty or contain NUL characters")
+            raise Refused("The password must not be empty or contain NUL characters")
         try:
             with db.atomic():
                 return cls.create(username=username, password_digest=generate_password_hash(password))
         except IntegrityError:
-            raise ValueError(f"A user named {username!r} already exists") from None
+            raise Refused(f"A user named {username!r} already exists") from None
 
     def remove(self, by=None):
         """Delete the user, the apps they registered (with every token issued to those) and every token
         they hold, in one transaction; the names of the apps removed."""
         with db.atomic():
-            apps = list(Client.select().where(Client.owner == self))
+            apps = Client.owned_by(self)
             for app in apps:
                 app.remove(by=by)
             tokens = AccessToken.delete().where(AccessToken.user == self).execute()
@@ -182,6 +212,8 @@ def _absent_user_digest():
     return generate_password_hash(secrets.token_urlsafe())
 
 
+# ---- Client ----------------------------------------------------------------------------------------------------
+
 class Client(BaseModel):
     client_id = CharField(max_length=2048, unique=True, default=lambda: new_client_id())
     name = CharField(max_length=255)
@@ -195,6 +227,10 @@ class Client(BaseModel):
     last_authorized_at = IntegerField(null=True)  # consent screen shown or code issued: a consent in flight
     first_token_at = IntegerField(null=True)
 
+    # Who described the client: itself, by registering (RFC 7591) or by publishing a metadata document;
+    # a user, on /my/apps; or the operator, with `keyfob client add`.
+    SELF_REGISTERED, DOCUMENT, USER, OPERATOR = "self-registered", "document", "user", "operator"
+    APP_TYPES = ("public", "confidential")
     MAX_REDIRECT_URIS = 10
     MAX_REDIRECT_URI_LENGTH = 512
     SECRET_METHODS = ("client_secret_basic", "client_secret_post")
@@ -205,152 +241,34 @@ class Client(BaseModel):
     class Meta:
         table_name = "clients"
 
-    @classmethod
-    def create_confidential(cls, method="client_secret_basic", **fields):
-        """A client with a secret: only its digest is stored, and the plaintext lives on the returned row."""
-        if method not in cls.SECRET_METHODS:
-            raise ValueError(f"A confidential client authenticates with {' or '.join(cls.SECRET_METHODS)}")
-        secret = cls.new_secret()
-        client = cls.create(token_endpoint_auth_method=method, secret_digest=digest(secret), **fields)
-        client.secret = secret
-        return client
-
-    @staticmethod
-    def new_secret():
-        return "kf_cs_" + secrets.token_urlsafe(32)
-
-    def regenerate_secret(self):
-        """Replace the secret, which stops working at once, and return the new one: the only time it is seen."""
-        if not self.is_confidential:
-            raise ValueError("A public client has no secret")
-        secret = self.new_secret()
-        self.secret_digest = digest(secret)
-        with db.atomic():
-            self.save(only=[Client.secret_digest])
-            AuditEvent.record("client.secret_regenerated", self.owner, self)
-        return secret
+    @property
+    def kind(self):
+        if is_document_url(self.client_id):
+            return self.DOCUMENT
+        if self.dynamically_registered:
+            return self.SELF_REGISTERED
+        return self.USER if self.owner_id else self.OPERATOR
 
     @property
-    def is_confidential(self):
-        """Whichever secret method it registered, a confidential client may use either (RFC 6749 §2.3.1)."""
-        return self.token_endpoint_auth_method in self.SECRET_METHODS
-
-    def authenticates(self, secret):
-        """Whether secret is this confidential client's secret, compared in constant time; ours are ASCII."""
-        if not (self.is_confidential and self.secret_digest and isinstance(secret, str) and secret
-                and secret.isascii()):
-            return False
-        return hmac.compare_digest(digest(secret), self.secret_digest)
-
-    @property
-    def redirect_uris(self):
-        return json.loads(self.redirect_uris_json)
-
-    @redirect_uris.setter
-    def redirect_uris(self, uris):
-        self.redirect_uris_json = json.dumps(list(uris))
+    def names_itself(self):
+        """Whether the client chose its name and addresses itself, which nobody here has checked."""
+        return self.kind in (self.SELF_REGISTERED, self.DOCUMENT)
 
     @classmethod
-    def register_app(cls, owner, name, redirect_uris, confidential=False, by=None):
-        """An app a user registers through the pages (or the operator, `by`): it may ask for write, and may keep
-        a secret."""
-        fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write"}
-        with db.atomic():
-            app = cls.create_confidential(**fields) if confidential else cls.create(**fields)
-            AuditEvent.record("client.registered", owner, app, redirect_uris=" ".join(redirect_uris),
-                              kind="confidential" if confidential else "public", by=by)
-        return app
+    def naming_themselves(cls):
+        """names_itself, as a condition on the table."""
+        return (cls.dynamically_registered | cls.client_id.startswith(DOCUMENT_ID)) & cls.owner.is_null()
 
     @classmethod
-    def register(cls, name, redirect_uris, scope):
+    def registered_itself(cls, name, redirect_uris, scope):
         """A public client that registered itself (RFC 7591)."""
         with db.atomic():
             client = cls.create(name=name, redirect_uris=redirect_uris, scope=scope, dynamically_registered=True)
             AuditEvent.record("client.registered", client=client, redirect_uris=" ".join(redirect_uris), kind="self")
         return client
 
-    def change_app(self, name, redirect_uris):
-        """Rename the app and replace its redirect URIs, cleaned as at registration."""
-        self.name, self.redirect_uris = printable_name(name), redirect_uris
-        with db.atomic():
-            self.save()
-            AuditEvent.record("client.changed", self.owner, self, redirect_uris=" ".join(redirect_uris))
-
     @classmethod
-    def owned_by(cls, user):
-        return list(cls.select().where(cls.owner == user).order_by(cls.created_at))
-
-    @classmethod
-    def app_errors(cls, name, redirect_uris, signs_people_in=True):
-        """What is wrong with an app's name and redirect URIs, in words for its form; empty when nothing is.
-        Only an app that signs people in needs a redirect URI (a resource server introspecting tokens has none)."""
-        errors = [] if 0 < len(printable_name(name)) <= 255 else ["Give the app a name of at most 255 characters."]
-        if not int(signs_people_in) <= len(redirect_uris) <= cls.MAX_REDIRECT_URIS:
-            errors.append(f"Give between 1 and {cls.MAX_REDIRECT_URIS} redirect URIs.")
-        return errors + [f"{uri[:80]} is not an https or http loopback URI without a fragment."
-                         for uri in redirect_uris if not cls.registrable_app_redirect(uri)]
-
-    @classmethod
-    def registrable_app_redirect(cls, uri):
-        """Apps registered through the pages may also use https, matched exactly: a plain, non-loopback host
-        name, a port within range, no userinfo, fragment or dot-segments."""
-        https = HTTPS_URI.fullmatch(uri) if len(uri) <= cls.MAX_REDIRECT_URI_LENGTH else None
-        if https is None:
-            return cls.registrable_redirect(uri)
-        return https[1] != "localhost" and int(https[2] or 443) <= 65535 and plain_path(https[3] or "")
-
-    @classmethod
-    def registrable_redirect(cls, uri):
-        """Dynamically registered clients may only redirect to http loopback (RFC 8252 §7.3)."""
-        return isinstance(uri, str) and len(uri) <= cls.MAX_REDIRECT_URI_LENGTH and loopback_parts(uri) is not None
-
-    @property
-    def redirect_host(self):
-        """The host people are sent back to (of the first redirect URI; a loopback app's port varies)."""
-        return urlsplit(self.redirect_uris[0]).hostname if self.redirect_uris else None
-
-    def allows_redirect(self, uri):
-        """An exact match, or a loopback URI that differs from a registered one only in its port."""
-        if not isinstance(uri, str):
-            return False
-        if uri in self.redirect_uris:
-            return True
-        requested = loopback_parts(uri)
-        if not requested or requested[1] == "0":
-            return False
-        return any((parts[0], parts[2]) == (requested[0], requested[2])
-                   for parts in map(loopback_parts, self.redirect_uris) if parts)
-
-    def record_authorization(self, at=None):
-        """Note that someone is consenting to this client now, which keeps housekeeping's hands off it for
-        an hour; written at most every AUTHORIZATION_RECORDED_EVERY seconds, as that is close enough."""
-        at = at or now()
-        if self.last_authorized_at and 0 <= at - self.last_authorized_at < self.AUTHORIZATION_RECORDED_EVERY:
-            return
-        self.last_authorized_at = at
-        db.execute_sql(f"UPDATE clients SET last_authorized_at = {db.param} WHERE id = {db.param}",
-                       (self.last_authorized_at, self.id))
-
-    def record_first_token(self, at):
-        """Note, once, that the client obtained a token: from then on housekeeping never sweeps it."""
-        if self.first_token_at is None:
-            self.first_token_at = at
-            db.execute_sql(f"UPDATE clients SET first_token_at = {db.param} WHERE id = {db.param}"
-                           " AND first_token_at IS NULL", (at, self.id))
-
-    @classmethod
-    def sweep(cls, at=None):
-        """Delete, in one statement, the self-registered clients (RFC 7591, or an https client_id) more than
-        30 days old that never obtained a token and have no consent in flight; their (client_id, name)."""
-        at = at or now()
-        unused = ((cls.dynamically_registered | cls.client_id.startswith("https://")) & cls.owner.is_null()
-                  & (cls.created_at < at - cls.UNUSED_KEPT_FOR) & cls.first_token_at.is_null()
-                  & ~fn.EXISTS(AccessToken.select(AccessToken.id).where(AccessToken.oauth_client == cls.id))
-                  & (cls.last_authorized_at.is_null() | (cls.last_authorized_at < at - cls.CONSENT_IN_FLIGHT_FOR)))
-        return list(cls.delete().where(unused).returning(cls.client_id, cls.name).tuples().execute())
-
-    @classmethod
-    def from_document(cls, url, name, redirect_uris, scope):
+    def described_by_document(cls, url, name, redirect_uris, scope):
         """The client a Client ID Metadata Document describes, its row made on first use and kept in step
         with the document, so tokens, connected apps and revocation treat it like any other client."""
         client = cls.find_by("client_id", url)
@@ -371,14 +289,168 @@ class Client(BaseModel):
                 AuditEvent.record("client.changed", client=client, redirect_uris=" ".join(redirect_uris))
         return client
 
+    @classmethod
+    def fields_from_document(cls, url, document):
+        """The name, redirect URIs and scope a Client ID Metadata Document gives its client; Refused unless it is
+        a JSON object that names itself by url and describes a public client."""
+        if not isinstance(document, dict):
+            raise Refused("it is not a JSON object")
+        if document.get("client_id") != url:
+            raise Refused("its client_id is not the URL it was fetched from")
+        if document.get("token_endpoint_auth_method", "none") != "none" or "client_secret" in document:
+            raise Refused("it must describe a public client (token_endpoint_auth_method none)")
+        name, uris, scope = document.get("client_name"), document.get("redirect_uris"), document.get("scope")
+        if not isinstance(name, str) or not 0 < len(printable_name(name)) <= 255:
+            raise Refused("its client_name is missing or longer than 255 characters")
+        try:
+            cls.validate_app(name, uris if isinstance(uris, list) and all(isinstance(uri, str) for uri in uris) else [])
+        except Refused:
+            raise Refused(f"its redirect_uris must be 1 to {cls.MAX_REDIRECT_URIS} https or http loopback URIs") from None
+        return {"name": printable_name(name), "redirect_uris": uris,
+                "scope": canonical_scope(scope if isinstance(scope, str) else "read write") or "read write"}
+
+    @classmethod
+    def registered_by_user(cls, owner, name, redirect_uris, confidential=False):
+        """An app a user registers on /my/apps: it may ask for write, and may keep a secret."""
+        return cls._register_app(owner, name, redirect_uris, confidential, by=None)
+
+    @classmethod
+    def registered_by_operator(cls, name, redirect_uris, confidential=False):
+        """An app the operator registers with `keyfob client add`, such as a resource server that introspects."""
+        return cls._register_app(None, name, redirect_uris, confidential, by="operator")
+
+    @classmethod
+    def _register_app(cls, owner, name, redirect_uris, confidential, by):
+        fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write"}
+        with db.atomic():
+            app = cls.create_confidential(**fields) if confidential else cls.create(**fields)
+            AuditEvent.record("client.registered", owner, app, redirect_uris=" ".join(redirect_uris),
+                              kind="confidential" if confidential else "public", by=by)
+        return app
+
+    @classmethod
+    def create_confidential(cls, method="client_secret_basic", **fields):
+        """A client with a secret: only its digest is stored, and the plaintext lives on the returned row."""
+        if method not in cls.SECRET_METHODS:
+            raise Refused(f"A confidential client authenticates with {' or '.join(cls.SECRET_METHODS)}")
+        secret = cls.new_secret()
+        client = cls.create(token_endpoint_auth_method=method, secret_digest=digest(secret), **fields)
+        client.secret = secret
+        return client
+
+    @staticmethod
+    def new_secret():
+        return CLIENT_SECRET + secrets.token_urlsafe(32)
+
+    @classmethod
+    def validate_app(cls, name, redirect_uris, signs_people_in=True, app_type="public"):
+        """Refused, with every reason in words for the app's form, unless the name, redirect URIs and type are
+        fit. Only an app that signs people in needs a redirect URI (a resource server introspecting has none)."""
+        reasons = [] if 0 < len(printable_name(name)) <= 255 else ["Give the app a name of at most 255 characters."]
+        if not int(signs_people_in) <= len(redirect_uris) <= cls.MAX_REDIRECT_URIS:
+            reasons.append(f"Give between 1 and {cls.MAX_REDIRECT_URIS} redirect URIs.")
+        reasons += [f"{uri[:80]} is not an https or http loopback URI without a fragment."
+                    for uri in redirect_uris if not cls.registrable_app_redirect(uri)]
+        if app_type not in cls.APP_TYPES:
+            reasons.append("Choose public or confidential.")
+        if reasons:
+            raise Refused(*reasons)
+
+    @classmethod
+    def registrable_app_redirect(cls, uri):
+        """Apps registered through the pages may also use https, matched exactly: a plain, non-loopback host
+        name, a port within range, no userinfo, fragment or dot-segments."""
+        https = HTTPS_URI.fullmatch(uri) if len(uri) <= cls.MAX_REDIRECT_URI_LENGTH else None
+        if https is None:
+            return cls.registrable_redirect(uri)
+        return https[1] != "localhost" and int(https[2] or 443) <= 65535 and plain_path(https[3] or "")
+
+    @classmethod
+    def registrable_redirect(cls, uri):
+        """Dynamically registered clients may only redirect to http loopback (RFC 8252 §7.3)."""
+        return isinstance(uri, str) and len(uri) <= cls.MAX_REDIRECT_URI_LENGTH and loopback_parts(uri) is not None
+
+    @classmethod
+    def owned_by(cls, user):
+        return list(cls.select().where(cls.owner == user).order_by(cls.created_at))
+
     @property
-    def is_document(self):
-        """Whether the client_id is the URL of a Client ID Metadata Document."""
-        return self.client_id.startswith("https://")
+    def is_confidential(self):
+        """Whichever secret method it registered, a confidential client may use either (RFC 6749 §2.3.1)."""
+        return self.token_endpoint_auth_method in self.SECRET_METHODS
+
+    def authenticates(self, secret):
+        """Whether secret is this confidential client's secret, compared in constant time; ours are ASCII."""
+        if not (self.is_confidential and self.secret_digest and isinstance(secret, str) and secret
+                and secret.isascii()):
+            return False
+        return hmac.compare_digest(digest(secret), self.secret_digest)
+
+    def regenerate_secret(self):
+        """Replace the secret, which stops working at once, and return the new one: the only time it is seen."""
+        if not self.is_confidential:
+            raise Refused("A public client has no secret")
+        secret = self.new_secret()
+        self.secret_digest = digest(secret)
+        with db.atomic():
+            self.save(only=[Client.secret_digest])
+            AuditEvent.record("client.secret_regenerated", self.owner, self)
+        return secret
+
+    @property
+    def redirect_uris(self):
+        return json.loads(self.redirect_uris_json)
+
+    @redirect_uris.setter
+    def redirect_uris(self, uris):
+        self.redirect_uris_json = json.dumps(list(uris))
+
+    @property
+    def redirect_host(self):
+        """The host people are sent back to (of the first redirect URI; a loopback app's port varies)."""
+        return urlsplit(self.redirect_uris[0]).hostname if self.redirect_uris else None
 
     @property
     def document_host(self):
-        return urlsplit(self.client_id).hostname if self.is_document else None
+        return urlsplit(self.client_id).hostname if self.kind == self.DOCUMENT else None
+
+    def allows_redirect(self, uri):
+        """An exact match, or a loopback URI that differs from a registered one only in its port."""
+        if not isinstance(uri, str):
+            return False
+        if uri in self.redirect_uris:
+            return True
+        requested = loopback_parts(uri)
+        if not requested or requested[1] == "0":
+            return False
+        return any((parts[0], parts[2]) == (requested[0], requested[2])
+                   for parts in map(loopback_parts, self.redirect_uris) if parts)
+
+    def change_app(self, name, redirect_uris):
+        """Rename the app and replace its redirect URIs, cleaned as at registration."""
+        self.name, self.redirect_uris = printable_name(name), redirect_uris
+        with db.atomic():
+            self.save()
+            AuditEvent.record("client.changed", self.owner, self, redirect_uris=" ".join(redirect_uris))
+
+    def record_authorization(self, at=None):
+        """Note that someone is consenting to this client now, which keeps housekeeping's hands off it for
+        an hour; written at most every AUTHORIZATION_RECORDED_EVERY seconds, as that is close enough.
+        Fixed SQL: every consent screen and approval runs it."""
+        at = at or now()
+        if self.last_authorized_at and 0 <= at - self.last_authorized_at < self.AUTHORIZATION_RECORDED_EVERY:
+            return
+        self.last_authorized_at = at
+        db.execute_sql(f"UPDATE clients SET last_authorized_at = {db.param} WHERE id = {db.param}",
+                       (self.last_authorized_at, self.id))
+
+    def record_first_token(self, at):
+        """Note, once, that the client obtained a token: from then on housekeeping never sweeps it.
+        Fixed SQL: every token issued runs it."""
+        if self.first_token_at is None:
+            self.first_token_at = at
+            db.execute_sql(f"UPDATE clients SET first_token_at = {db.param} WHERE id = {db.param}"
+                           " AND first_token_at IS NULL", (at, self.id))
 
     def remove(self, by=None):
         """Delete the client and, in the same transaction, every token issued to it."""
@@ -387,6 +459,16 @@ class Client(BaseModel):
             if self.delete_instance():
                 AuditEvent.record("client.deleted", self.owner, self, tokens=tokens, by=by)
 
+    @classmethod
+    def sweep(cls, at=None):
+        """Delete, in one statement, the clients that named themselves more than 30 days ago and never obtained
+        a token, unless a consent is in flight; their (client_id, name)."""
+        at = at or now()
+        unused = (cls.naming_themselves() & (cls.created_at < at - cls.UNUSED_KEPT_FOR) & cls.first_token_at.is_null()
+                  & ~fn.EXISTS(AccessToken.select(AccessToken.id).where(AccessToken.oauth_client == cls.id))
+                  & (cls.last_authorized_at.is_null() | (cls.last_authorized_at < at - cls.CONSENT_IN_FLIGHT_FOR)))
+        return list(cls.delete().where(unused).returning(cls.client_id, cls.name).tuples().execute())
+
     def registration(self):
         """The client's metadata as RFC 7591 §3.2.1 returns it: what is stored, and no nulls."""
         return {"client_id": self.client_id, "client_id_issued_at": self.created_at,
@@ -394,6 +476,8 @@ class Client(BaseModel):
                 "grant_types": ["authorization_code"], "response_types": ["code"],
                 "token_endpoint_auth_method": self.token_endpoint_auth_method, "scope": self.scope}
 
+
+# ---- AccessToken, with the bearer lookup and spent codes -----------------------------------------------------
 
 class BearerToken(NamedTuple):
     """What a presented access token grants: who, through which client, for what."""
@@ -427,8 +511,9 @@ class AccessToken(BaseModel):
 
     @classmethod
     def issue(cls, user, client=None, scope="read", resource=None, code_jti=None, description=None):
-        """Mint a token; only its SHA-256 digest is stored, the plaintext lives on the returned row."""
-        kind = "kf_at_" if client else "kf_pat_"
+        """Mint a token; only its SHA-256 digest is stored, the plaintext lives on the returned row.
+        Fixed SQL: every flow ends here."""
+        kind = OAUTH_TOKEN if client else PERSONAL_TOKEN
         token = kind + secrets.token_urlsafe(32)
         fields = {"digest": digest(token), "display_prefix": token[:len(kind) + 6], "scope": scope,
                   "resource": resource, "code_jti": code_jti, "description": description, "created_at": now()}
@@ -468,11 +553,12 @@ class AccessToken(BaseModel):
 
     @classmethod
     def authenticate(cls, token, at=None):
-        """The BearerToken a presented token stands for, else None; records its use at most once a minute."""
-        if not isinstance(token, str) or not token.startswith("kf_") or len(token) > cls.MAX_LENGTH \
+        """The BearerToken a presented token stands for, else None; records its use at most once a minute.
+        Fixed SQL on the driver's cursor: every API call runs it, and peewee's wrapper would double its cost."""
+        if not isinstance(token, str) or not token.startswith(SECRET) or len(token) > cls.MAX_LENGTH \
                 or not token.isascii():
             return None
-        with driver_errors:  # the driver's cursor: peewee's execute_sql wrapper would double this lookup's cost
+        with driver_errors():
             cursor = db.cursor()
             cursor.execute(
                 "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.user_id, t.created_at, t.last_used_at"
@@ -529,7 +615,7 @@ class AccessToken(BaseModel):
     @classmethod
     def matching(cls, token_or_prefix):
         """The tokens an operator means by a whole token or its display prefix (as `token list` shows it)."""
-        if token_or_prefix.startswith("kf_") and len(token_or_prefix) > 20:
+        if token_or_prefix.startswith(SECRET) and len(token_or_prefix) > 20:
             return list(cls.select().where(cls.digest == digest(token_or_prefix)))
         return list(cls.select().where(cls.display_prefix == token_or_prefix))
 
@@ -564,11 +650,14 @@ class RedeemedCode(BaseModel):
 
     @classmethod
     def spend(cls, jti, at=None):
-        """Record the jti, or raise IntegrityError if it was spent; forget jtis of codes long expired."""
+        """Record the jti, or raise IntegrityError if it was spent; forget jtis of codes long expired.
+        Fixed SQL: every code redeemed runs it."""
         at = at or now()
         db.execute_sql(f"DELETE FROM redeemed_codes WHERE redeemed_at < {db.param}", (at - 2 * AuthorizationCode.TTL,))
         db.execute_sql(f"INSERT INTO redeemed_codes (jti, redeemed_at) VALUES ({db.param}, {db.param})", (jti, at))
 
+
+# ---- AuditEvent ------------------------------------------------------------------------------------------------
 
 class AuditEvent(BaseModel):
     """One thing that happened to an account or a client, appended and never changed: who, which client, when,
@@ -592,7 +681,8 @@ class AuditEvent(BaseModel):
     @classmethod
     def record(cls, event, user=None, client=None, username=None, **detail):
         """Append an event to the table and, as one JSON line, to the log. The address is the request's, if any;
-        detail is a few short words (empty ones left out). A failed write is logged, never raised."""
+        detail is a few short words (empty ones left out). A failed write is logged, never raised.
+        Fixed SQL: most changes record one."""
         detail = {name: clean(value, 512) for name, value in detail.items() if value not in (None, "")}
         row = {"at": now(), "event": event, "user_id": user.id if user else None,
                "username": user.username if user else username,
@@ -630,7 +720,9 @@ def clean(value, limit):
     return printable_name(value)[:limit] if isinstance(value, str) else value
 
 
-class KeyMismatch(Exception):
+# ---- Secret-key checks -----------------------------------------------------------------------------------------
+
+class KeyMismatch(Refused):
     """This process's secret key is not the one the other processes on its database use."""
 
 
@@ -672,6 +764,8 @@ class SecretKeyCheck(BaseModel):
             cls.delete().execute()
             cls.create(digest=cls.of(key))
 
+
+# ---- AuthorizationCode -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class AuthorizationCode:
@@ -740,3 +834,13 @@ def _cipher_for(secret_key):
     secret = secret_key.encode() if isinstance(secret_key, str) else secret_key
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=AuthorizationCode.PURPOSE).derive(secret)
     return AESGCM(key)
+
+
+# ---- Housekeeping ----------------------------------------------------------------------------------------------
+
+def sweep(idle_token_days, at=None):
+    """Remove the self-registered clients that never obtained a token (after 30 days, never while a consent
+    is in flight) and the tokens idle for idle_token_days (0: none); the clients' (client_id, name) and the
+    number of tokens. Each is one DELETE that checks its own conditions, so processes sweeping one database
+    at once do no harm."""
+    return Client.sweep(at), AccessToken.sweep_idle(idle_token_days, at)

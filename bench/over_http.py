@@ -30,7 +30,8 @@ WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def bench_app():
     """Keyfob's app with one bare route beside its own, for the server to load (bench.over_http:bench_app)."""
-    from app import SWITCH_INTERVAL, create_app
+    from app import create_app
+    from cli import SWITCH_INTERVAL
     sys.setswitchinterval(SWITCH_INTERVAL)  # as `keyfob serve` sets it (one thread at a time: no effect in gunicorn)
     app = create_app()
     app.add_url_rule(BARE, "bare", lambda: {"user": "alice", "scope": "read", "client_id": None})

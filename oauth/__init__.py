@@ -1,16 +1,26 @@
-"""What every OAuth endpoint shares: the one error type, parameter reading, the issuer and the limiter."""
+"""What every endpoint shares: which are machine endpoints, the one error type, parameter reading, the
+issuer, caching, CSRF and the limiter."""
 from urllib.parse import urlencode
 
-from flask import current_app, request
+from flask import current_app, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
+# The machine endpoints, by blueprint and path: clients and resource servers call them with a token or client
+# credentials, never a cookie. They open no session, need no CSRF token, answer errors as JSON and allow any
+# origin (CORS). Sessions open before a request is routed, so a request is told apart by its path.
+MACHINE_ENDPOINTS = {"api": "/api/", "clients": "/oauth/clients", "introspections": "/oauth/introspection",
+                     "metadata": "/.well-known/", "revocations": "/oauth/revocation", "tokens": "/oauth/token"}
+MACHINE_PATHS = tuple(MACHINE_ENDPOINTS.values())
+MAX_PARAMETER_LENGTH = 2048
 
 
 class ViewLimiter(Limiter):
     """A limiter that checks limits only in the views they decorate: its middleware pass would cost
-    every request, the bearer path included, about 0.1 ms for nothing, as no limit applies app-wide."""
+    every request, the bearer path included, about 0.1 ms for nothing, as no limit applies app-wide.
+    `_check_request_limit` is Flask-Limiter's own hook, checked against Flask-Limiter 4.1
+    (tests/test_app.py fails if its name or parameters change)."""
 
     def _check_request_limit(self, callable_name=None, in_middleware=True):
         if not in_middleware:
@@ -20,7 +30,22 @@ class ViewLimiter(Limiter):
 limiter = ViewLimiter(get_remote_address)
 csrf = CSRFProtect()
 
-MAX_PARAMETER_LENGTH = 2048
+
+def is_machine_request():
+    return request.path.startswith(MACHINE_PATHS)
+
+
+def machine_endpoint(blueprint_or_view):
+    """Mark a blueprint or a view as a machine endpoint for CSRF: a token or client credentials, never a
+    cookie, authenticate it, so there is nothing to forge."""
+    return csrf.exempt(blueprint_or_view)
+
+
+def forbid_caching(response):
+    """For responses that carry a code, a token or a secret (RFC 6749 §5.1)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
 
 
 class OAuthError(Exception):
@@ -63,7 +88,14 @@ def find_resource(resource):
 
 
 def request_params():
-    """Query parameters on GET, the form or a JSON object on POST; a repeated name becomes a list."""
+    """Query parameters on GET, the form or a JSON object on POST; a repeated name becomes a list. Read once
+    per request."""
+    if "params" not in g:
+        g.params = read_params()
+    return g.params
+
+
+def read_params():
     if request.method == "POST" and request.mimetype == "application/json":
         body = json_object()
         if body is None:

@@ -1,19 +1,19 @@
 """Personal access tokens: created by a signed-in user, shown once, listed by prefix, revoked."""
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from models import AccessToken, printable_name
+from models import GRANTS, AccessToken, printable_name
+from oauth import forbid_caching
 from oauth.authentication import current_user, login_required
 
 bp = Blueprint("access_tokens", __name__)
-
-SCOPES = {"read": "Read", "read write": "Read and write"}
+bp.after_request(forbid_caching)  # a new token is shown on the page that answers its form
 
 
 @bp.get("/my/access_tokens")
 @login_required
 def index():
     """List the user's personal tokens, with a form for a new one."""
-    return render_template("access_tokens/index.html", tokens=AccessToken.personal(current_user()), scopes=SCOPES,
+    return render_template("access_tokens/index.html", tokens=AccessToken.personal(current_user()), scopes=GRANTS,
                            description="", error=None)
 
 
@@ -23,12 +23,12 @@ def create():
     """Mint a personal token and show it, this once."""
     description, scope = printable_name(request.form.get("description", "")), request.form.get("scope")
     error = ("Describe what the token is for (at most 255 characters)." if not 0 < len(description) <= 255
-             else "Choose read, or read and write." if scope not in SCOPES else None)
+             else "Choose read, or read and write." if scope not in GRANTS else None)
     if error:
         return render_template("access_tokens/index.html", tokens=AccessToken.personal(current_user()),
-                               scopes=SCOPES, description=description[:255], error=error), 422
+                               scopes=GRANTS, description=description[:255], error=error), 422
     token = AccessToken.create_personal(current_user(), scope, description)
-    return render_template("access_tokens/created.html", token=token), 201, {"Cache-Control": "no-store"}
+    return render_template("access_tokens/created.html", token=token), 201
 
 
 @bp.post("/my/access_tokens/<int:token_id>/revoke")

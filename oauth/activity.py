@@ -1,7 +1,7 @@
 """Activity: the signed-in user's own events from the audit trail, in words."""
 from flask import Blueprint, render_template
 
-from models import AuditEvent
+from models import GRANTS, AuditEvent, scope_words
 from oauth.authentication import current_user, login_required
 
 bp = Blueprint("activity", __name__)
@@ -20,7 +20,6 @@ WORDS = {"sign_in.failed": "Someone failed to sign in as you",
          "client.changed": "The settings of the app {app} were changed",
          "client.secret_regenerated": "The app {app} got a new client secret",
          "client.deleted": "The app {app} was deleted, with every token issued to it"}
-SCOPES = {"read": "read", "read write": "read and write"}
 BY = {"operator": "by the operator", "holder": "by whoever held it"}
 
 
@@ -36,7 +35,7 @@ def index():
 def describe(event):
     """The event as a sentence; the names in it are escaped by the template like any other text."""
     details = event.details
-    words = WORDS.get(event.event, event.event).format(
-        app=event.client_name or "an app", scope=SCOPES.get(details.get("scope"), "read"),
-        description=details.get("description", ""))
+    scope = details.get("scope") if details.get("scope") in GRANTS else "read"
+    words = WORDS.get(event.event, event.event).format(app=event.client_name or "an app", scope=scope_words(scope),
+                                                       description=details.get("description", ""))
     return f"{words} ({BY[details['by']]})" if details.get("by") in BY else words

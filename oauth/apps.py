@@ -1,34 +1,37 @@
 """OAuth apps a user registers here: public or confidential, with the secret shown once."""
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from models import Client
+from models import Client, Refused
+from oauth import forbid_caching
 from oauth.authentication import current_user, login_required
 
 bp = Blueprint("apps", __name__)
+bp.after_request(forbid_caching)  # a confidential app's secret is shown on the page that makes it
 
-KINDS = {"public": "Public: a desktop, CLI or browser app that cannot keep a secret",
-         "confidential": "Confidential: a server that keeps a client secret"}
+TYPES = dict(zip(Client.APP_TYPES, ("Public: a desktop, CLI or browser app that cannot keep a secret",
+                                    "Confidential: a server that keeps a client secret")))
 
 
 @bp.get("/my/apps")
 @login_required
 def index():
     """List the user's apps, with a form to register another."""
-    return render_template("apps/index.html", apps=Client.owned_by(current_user()), kinds=KINDS, form={}, errors=[])
+    return render_template("apps/index.html", apps=Client.owned_by(current_user()), kinds=TYPES, form={}, errors=[])
 
 
 @bp.post("/my/apps")
 @login_required
 def create():
     """Register an app; a confidential one gets a secret, shown this once."""
-    name, uris, kind = submitted_app()
-    errors = Client.app_errors(name, uris) + ([] if kind in KINDS else ["Choose public or confidential."])
-    if errors:
-        return render_template("apps/index.html", apps=Client.owned_by(current_user()), kinds=KINDS,
-                               form=request.form, errors=errors), 422
-    app = Client.register_app(current_user(), name, uris, confidential=kind == "confidential")
+    name, uris, app_type = submitted_app()
+    try:
+        Client.validate_app(name, uris, app_type=app_type)
+    except Refused as refusal:
+        return render_template("apps/index.html", apps=Client.owned_by(current_user()), kinds=TYPES,
+                               form=request.form, errors=refusal.reasons), 422
+    app = Client.registered_by_user(current_user(), name, uris, confidential=app_type == "confidential")
     if app.is_confidential:
-        return render_template("apps/secret.html", app=app, secret=app.secret), 201, {"Cache-Control": "no-store"}
+        return render_template("apps/secret.html", app=app, secret=app.secret), 201
     flash(f"{app.name} is registered.", "notice")
     return redirect(url_for("apps.show", client_id=app.client_id))
 
@@ -48,9 +51,10 @@ def update(client_id):
     """Change an app's name and redirect URIs (validated like registration)."""
     app = find_app(client_id)
     name, uris, _ = submitted_app()
-    errors = Client.app_errors(name, uris)
-    if errors:
-        return render_template("apps/show.html", app=app, form=request.form, errors=errors), 422
+    try:
+        Client.validate_app(name, uris)
+    except Refused as refusal:
+        return render_template("apps/show.html", app=app, form=request.form, errors=refusal.reasons), 422
     app.change_app(name, uris)
     flash("Saved.", "notice")
     return redirect(url_for("apps.show", client_id=client_id))
@@ -63,8 +67,7 @@ def regenerate_secret(client_id):
     app = find_app(client_id)
     if not app.is_confidential:
         abort(404)
-    return render_template("apps/secret.html", app=app, secret=app.regenerate_secret(), regenerated=True), 200, \
-        {"Cache-Control": "no-store"}
+    return render_template("apps/secret.html", app=app, secret=app.regenerate_secret(), regenerated=True)
 
 
 @bp.get("/my/apps/<client_id>/delete")

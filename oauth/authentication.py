@@ -4,7 +4,7 @@ from functools import wraps
 from flask import g, redirect, request, session, url_for
 
 from models import AccessToken, User, canonical_scope, now
-from oauth import csrf, issuer
+from oauth import issuer, machine_endpoint
 
 RETURN_TO_MAX_LENGTH = 2048
 SESSION_LIFETIME = 12 * 60 * 60  # from signing in, however often the cookie is written again since
@@ -66,7 +66,7 @@ def require_token(scope):
             if canonical_scope(f"{g.access_token.scope} {scope}") != g.access_token.scope:
                 return challenge(403, "insufficient_scope", f"The access token does not grant {scope}", scope=needed)
             return view(*args, **kwargs)
-        return csrf.exempt(wrapper)  # a bearer token, never a cookie, authenticates it: nothing to forge
+        return machine_endpoint(wrapper)
     return decorator
 
 

@@ -3,21 +3,20 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request
 
-from models import CODE_CHALLENGE, AuditEvent, AuthorizationCode, Client, canonical_scope, loopback_parts
-from oauth import (OAuthError, find_resource, is_parameter, issuer, limiter, optional_param, request_params,
-                   resources, with_query)
+from models import (CODE_CHALLENGE, LOOPBACK_HOSTS, SCOPES, AuditEvent, AuthorizationCode, Client,
+                    canonical_scope, is_document_url, loopback_parts)
+from oauth import (OAuthError, find_resource, forbid_caching, is_parameter, issuer, limiter, optional_param,
+                   request_params, resources, with_query)
 from oauth.authentication import current_user, require_sign_in, sign_out
-from oauth.client_documents import client_for, is_document_url
+from oauth.client_documents import client_for
 
 bp = Blueprint("authorizations", __name__)
-
-SCOPE_WORDS = {"read": "See your account and read your data",
-               "write": "Make changes to your data on your behalf"}
+bp.after_request(forbid_caching)
 
 
 def names_document():
-    """Whether the request's client_id, read as the view reads it, is a metadata document's URL: only a
-    signed-in user's request makes Keyfob fetch one, and those are limited per address."""
+    """Whether the request's client_id is a metadata document's URL: only a signed-in user's request makes
+    Keyfob fetch one, and those are limited per address."""
     try:
         return is_document_url(request_params().get("client_id"))
     except OAuthError:
@@ -28,10 +27,8 @@ def names_document():
 @limiter.limit("60/minute", exempt_when=lambda: not names_document())
 def new():
     """Show the consent screen for a valid authorization request."""
-    if not current_user() and names_document():
-        return require_sign_in()
-    grant = authorization_request()
-    if not current_user():
+    grant = signed_in_request()
+    if grant is None:
         return require_sign_in()
     g.client.record_authorization()
     target = urlsplit(g.redirect_uri)
@@ -39,17 +36,15 @@ def new():
                            redirect_host=target.hostname, redirect_port=target.port or {"https": 443}.get(target.scheme, 80),
                            redirect_is_local=loopback_parts(g.redirect_uri) is not None,
                            resource_name=resources()[grant["resource"]],
-                           scope_words=[SCOPE_WORDS[word] for word in grant["scope"].split(" ")])
+                           scope_words=[SCOPES[word] for word in grant["scope"].split(" ")])
 
 
 @bp.post("/oauth/authorization")
 @limiter.limit("60/minute", exempt_when=lambda: not names_document())
 def create():
     """Approve or deny the request: redirect to the client with a code or access_denied (RFC 6749 §4.1.2)."""
-    if not current_user() and names_document():
-        raise OAuthError("access_denied", "The user is not signed in")
-    grant = authorization_request()
-    if not current_user():
+    grant = signed_in_request()
+    if grant is None:
         raise OAuthError("access_denied", "The user is not signed in")
     if request.form.get("decision") != "approve":
         AuditEvent.record("consent.denied", current_user(), g.client, scope=grant["scope"])
@@ -58,6 +53,16 @@ def create():
     code = AuthorizationCode(user_id=current_user().id, user_check=current_user().session_check, **grant)
     g.client.record_authorization()
     return redirect_to_client(code=code.seal(), state=g.get("state"))
+
+
+def signed_in_request():
+    """The request's grant if a user is signed in, else None. In this order: a signed-out request naming a
+    metadata document is not validated, so no anonymous visitor makes Keyfob fetch one; any other request
+    is validated before sign-in, so its errors go back to the client at once (RFC 6749 §4.1.2.1)."""
+    if not current_user() and names_document():
+        return None
+    grant = authorization_request()
+    return grant if current_user() else None
 
 
 def authorization_request():
@@ -132,7 +137,7 @@ def require_resource(params):
 
 
 def redirect_to_client(**params):
-    if urlsplit(issuer()).hostname in ("127.0.0.1", "::1", "localhost"):
+    if urlsplit(issuer()).hostname in LOOPBACK_HOSTS:
         # Cookies do not keep ports apart (RFC 6265 §8.5): served on a loopback host, Keyfob's session cookie
         # would reach the app listening on the redirect's port, so the sign-in ends with this redirect.
         sign_out()
@@ -145,9 +150,3 @@ def redirect_with_error(error):
     if "redirect_uri" in g:
         return redirect_to_client(**error.as_params(), state=g.get("state"))
     return render_template("authorizations/error.html", error=error), error.status
-
-
-@bp.after_request
-def forbid_caching(response):
-    response.headers["Cache-Control"] = "no-store"
-    return response

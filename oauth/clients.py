@@ -2,9 +2,10 @@
 from flask import Blueprint
 
 from models import Client, canonical_scope, printable_name
-from oauth import OAuthError, json_object, limiter
+from oauth import OAuthError, forbid_caching, json_object, limiter
 
 bp = Blueprint("clients", __name__)
+bp.after_request(forbid_caching)
 
 DEFAULT_NAME = "MCP Client"
 
@@ -16,8 +17,8 @@ def create():
     metadata = require_json_object()
     require_public(metadata)
     require_code_flow(metadata)
-    client = Client.register(client_name(metadata), require_redirect_uris(metadata), registered_scope(metadata))
-    return client.registration(), 201, {"Cache-Control": "no-store"}
+    client = Client.registered_itself(client_name(metadata), require_redirect_uris(metadata), registered_scope(metadata))
+    return client.registration(), 201
 
 
 def require_json_object():

@@ -2,10 +2,11 @@
 from flask import Blueprint
 
 from models import AccessToken
-from oauth import OAuthError, issuer, limiter, request_params
+from oauth import OAuthError, forbid_caching, issuer, limiter, request_params
 from oauth.client_authentication import authenticate_client
 
 bp = Blueprint("introspections", __name__)
+bp.after_request(forbid_caching)
 
 
 @bp.post("/oauth/introspection")
@@ -21,8 +22,8 @@ def create():
         raise OAuthError("invalid_request", "Missing or malformed parameter: token")
     bearer = AccessToken.authenticate(token)
     if bearer is None:
-        return {"active": False}, 200, {"Cache-Control": "no-store"}
+        return {"active": False}
     claims = {"active": True, "scope": bearer.scope, "client_id": bearer.client_id, "username": bearer.username,
               "sub": str(bearer.user_id), "aud": bearer.resource or issuer(), "iat": bearer.created_at,
               "token_type": "Bearer"}
-    return {name: value for name, value in claims.items() if value is not None}, 200, {"Cache-Control": "no-store"}
+    return {name: value for name, value in claims.items() if value is not None}

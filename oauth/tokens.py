@@ -4,10 +4,11 @@ import hmac
 from flask import Blueprint
 
 from models import AccessToken, AuthorizationCode, User
-from oauth import OAuthError, find_resource, limiter, optional_param, request_params, require_params
+from oauth import OAuthError, find_resource, forbid_caching, limiter, optional_param, request_params, require_params
 from oauth.client_authentication import authenticate_client
 
 bp = Blueprint("tokens", __name__)
+bp.after_request(forbid_caching)
 
 
 @bp.post("/oauth/token")
@@ -59,9 +60,3 @@ def find_user(code):
         raise OAuthError("invalid_grant", "The user who approved this code no longer exists")
     return user
 
-
-@bp.after_request
-def forbid_caching(response):
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response

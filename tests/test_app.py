@@ -1,10 +1,16 @@
 """The application factory: configuration, the instance secret, what every response carries."""
+import ast
+import inspect
 import os
 import threading
+from pathlib import Path
 
 import pytest
+from flask_limiter import Limiter
 
+import app as app_module
 from app import create_app, instance_secret
+from oauth import limiter
 
 
 def test_instance_secret_is_generated_once_even_when_processes_start_together(tmp_path):
@@ -52,3 +58,30 @@ def test_unknown_paths_answer_json_to_machines_and_a_page_to_browsers(client):
 def test_wrong_methods_answer_an_oauth_error(client):
     response = client.get("/oauth/token")
     assert response.status_code == 405 and response.json["error"] == "invalid_request"
+
+
+def test_the_limiter_overrides_flask_limiters_own_request_hook(config, app):
+    """ViewLimiter overrides Flask-Limiter's private _check_request_limit (checked against 4.1): if its name or
+    parameters change, or init_app stops registering it, every limit would silently apply twice or never."""
+    limited = create_app({**config, "RATELIMIT_ENABLED": True})
+    assert list(inspect.signature(Limiter._check_request_limit).parameters) == ["self", "callable_name", "in_middleware"]
+    assert limiter._check_request_limit in limited.before_request_funcs[None]
+
+
+def test_cors_runs_only_for_requests_with_an_origin_and_only_on_machine_endpoints(client):
+    """allow_cross_origin takes flask-cors' own hook back (checked against 6.0) to run it only when asked."""
+    origin = {"Origin": "https://inspector.example"}
+    assert client.get("/.well-known/oauth-authorization-server", headers=origin).headers[
+        "Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in client.get("/.well-known/oauth-authorization-server").headers
+    assert "Access-Control-Allow-Origin" not in client.get("/session/new", headers=origin).headers
+    preflight = client.options("/oauth/token", headers={**origin, "Access-Control-Request-Method": "POST"})
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_every_function_in_app_py_serves_create_app():
+    """app.py holds create_app() and only what it sets up: every other function and class there is used there."""
+    tree = ast.parse(Path(app_module.__file__).read_text())
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert defined - {"create_app"} <= used

@@ -118,7 +118,7 @@ def test_deleting_an_app_asks_first_then_revokes_every_token_issued_to_it(client
 
 
 def test_another_users_app_cannot_be_seen_changed_or_deleted(app, client, user, other_user):
-    theirs = Client.register_app(other_user, "Mallory's app", [HTTPS_REDIRECT], confidential=True)
+    theirs = Client.registered_by_user(other_user, "Mallory's app", [HTTPS_REDIRECT], confidential=True)
     sign_in(client)
     token = csrf_token(client.get("/my/apps"))
     assert "Mallory" not in client.get("/my/apps").get_data(as_text=True)

@@ -192,7 +192,7 @@ def test_keyfob_audit_prints_what_the_operator_and_the_users_did(env, tmp_path, 
     create_app()
     try:
         alice, bob = User.register("alice", "pw"), User.register("bob", "pw")
-        app = Client.register(name="Evil\x1b]0;pwned\x07App", redirect_uris=[REDIRECT_URI], scope="read")
+        app = Client.registered_itself(name="Evil\x1b]0;pwned\x07App", redirect_uris=[REDIRECT_URI], scope="read")
         token = AccessToken.issue(alice, app)
         personal = AccessToken.create_personal(bob, "read", "CLI")
     finally:

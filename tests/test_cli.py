@@ -193,7 +193,7 @@ def test_user_remove_deletes_the_user_and_their_tokens(env, seeded):
 
 def test_user_remove_takes_the_users_apps_and_every_token_issued_to_them(env, seeded):
     bob = User.find_by("username", "bob")
-    app = Client.register_app(User.find_by("username", "alice"), "Alice's app", ["https://app.example.com/cb"])
+    app = Client.registered_by_user(User.find_by("username", "alice"), "Alice's app", ["https://app.example.com/cb"])
     bobs = AccessToken.issue(bob, app)
     result = keyfob(env, "user", "remove", "alice")
     assert "Alice's app" in result.stdout and AccessToken.authenticate(bobs.token) is None
@@ -201,7 +201,7 @@ def test_user_remove_takes_the_users_apps_and_every_token_issued_to_them(env, se
 
 
 def test_client_list_says_who_registered_an_app_and_never_prints_control_characters(env, seeded):
-    Client.register_app(User.find_by("username", "bob"), "Bob's app", ["https://app.example.com/cb"])
+    Client.registered_by_user(User.find_by("username", "bob"), "Bob's app", ["https://app.example.com/cb"])
     Client.update(name="Evil\x1b]0;pwned\x07\rApp").where(Client.id == seeded["client"].id).execute()
     listing = keyfob(env, "client", "list").stdout
     assert "by bob" in listing and "\x1b" not in listing and "\x07" not in listing and "Evil]0;pwnedApp" in listing

@@ -18,7 +18,7 @@ from app import create_app
 from conftest import csrf_token, query, sign_in
 from live import keyfob_serving
 from models import AccessToken, Client, User, db
-from oauth.client_documents import is_public
+from oauth.public_fetch import is_public
 
 CALLBACK = "http://127.0.0.1/callback"  # listed without a port, as Claude Code's document does
 
@@ -189,10 +189,11 @@ def test_documents_are_cached_by_their_headers_within_bounds(client, signed_in, 
 
 def test_a_documents_max_age_sets_how_long_it_is_kept(client, signed_in, publish, pkce):
     import oauth.client_documents as documents
+    import oauth.public_fetch as public_fetch
     url = publish(headers={"Cache-Control": "public, max-age=7200"})
     assert client.get("/oauth/authorization/new", query_string=params(url, pkce)).status_code == 200
     assert 7100 < documents.cache[url][0] - time.monotonic() <= 7200
-    assert [documents.max_age(header) for header in ("", "max-age=5", "max-age=9999999", "no-store, max-age=600")] \
+    assert [public_fetch.max_age(header) for header in ("", "max-age=5", "max-age=9999999", "no-store, max-age=600")] \
         == [300, 60, 86400, 60]
 
 
@@ -244,7 +245,7 @@ def test_only_public_addresses_pass(address, public):
 
 def test_a_document_clients_tokens_go_when_the_user_disconnects_it(client, signed_in, publish, pkce):
     url = publish()
-    Client.from_document(url, "Notes Desktop", [CALLBACK], "read write")
+    Client.described_by_document(url, "Notes Desktop", [CALLBACK], "read write")
     token = AccessToken.issue(signed_in, Client.find_by("client_id", url))
     page = client.get("/my/connected_apps")
     assert "Notes Desktop" in page.get_data(as_text=True) and "Disconnect" in page.get_data(as_text=True)
@@ -329,7 +330,7 @@ def test_fetches_beyond_the_concurrent_cap_are_refused_at_once(client, signed_in
 
 def test_a_document_client_is_disconnected_through_the_page(client, signed_in, publish):
     url = publish()
-    client_row = Client.from_document(url, "Notes Desktop", [CALLBACK], "read")
+    client_row = Client.described_by_document(url, "Notes Desktop", [CALLBACK], "read")
     token = AccessToken.issue(signed_in, client_row)
     index = client.get("/my/connected_apps").get_data(as_text=True)
     assert f'href="/my/connected_apps/{url}"' in index

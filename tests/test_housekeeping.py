@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app, sweep
+from app import create_app
+from models import sweep
 from conftest import REDIRECT_URI, csrf_token, query
 from live import KEYFOB, TIMEOUT, keyfob_env, keyfob_serving
 from models import AccessToken, Client, User, db, now
@@ -74,8 +75,8 @@ def test_sweep_waits_an_hour_after_a_code_was_issued(client, signed_in, oauth_cl
 
 
 def test_sweep_never_removes_apps_of_the_operator_or_of_a_user(app, user):
-    operator = Client.register_app(None, "Notes server", [], confidential=True)
-    users_app = Client.register_app(user, "Reports", ["https://reports.example.com/cb"])
+    operator = Client.registered_by_operator("Notes server", [], confidential=True)
+    users_app = Client.registered_by_user(user, "Reports", ["https://reports.example.com/cb"])
     Client.update(created_at=now() - 365 * DAY).execute()
     assert Client.sweep() == [] and exists(operator) and exists(users_app)
 
@@ -134,7 +135,7 @@ def seeded(instance_app):
     """An unused self-registered client 31 days old, one 29 days old, an operator's client, and a token a year idle."""
     alice = User.register("alice", "pw")
     clients = {"old": self_registered(31), "young": self_registered(29),
-               "operator": Client.register_app(None, "Notes server", [], confidential=True)}
+               "operator": Client.registered_by_operator("Notes server", [], confidential=True)}
     AccessToken.issue(alice, description="CLI")
     AccessToken.update(created_at=now() - 365 * DAY).execute()
     Client.update(created_at=now() - 365 * DAY).where(Client.id == clients["operator"].id).execute()

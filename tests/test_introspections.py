@@ -16,7 +16,7 @@ def config(config):
 
 @pytest.fixture
 def resource_server(app):
-    return Client.register_app(None, "notes-server", [], confidential=True)
+    return Client.registered_by_operator("notes-server", [], confidential=True)
 
 
 def introspect(client, resource_server, token, secret=None):

@@ -8,7 +8,7 @@ from peewee import SqliteDatabase
 
 import migrations
 import models
-from app import create_app
+from app import connect, create_app
 from live import KEYFOB, keyfob_env
 from models import AccessToken, AuditEvent, Client, RedeemedCode, SecretKeyCheck, User, db, digest
 
@@ -29,7 +29,7 @@ def empty_database(request, tmp_path):
 def old_database(empty_database):
     """A database made by the first release, with a user, a client, a token and a spent code in it; its URL."""
     url = empty_database
-    database = models.connect(url)
+    database = connect(url)
     with database.connection_context():
         migrations.runner(database).up("0001_first_schema")
         database.execute_sql("DROP TABLE schema_migrations")  # 0.1 created its tables without a version
@@ -68,7 +68,7 @@ def test_db_upgrade_keeps_every_row_of_a_first_release_database_and_its_token_st
 
 
 def test_a_first_release_database_that_already_has_later_columns_is_adopted(old_database, tmp_path):
-    database = models.connect(old_database)
+    database = connect(old_database)
     with database.connection_context():
         database.execute_sql("ALTER TABLE clients ADD COLUMN token_endpoint_auth_method VARCHAR(32) NOT NULL"
                              " DEFAULT 'none'")

@@ -1,11 +1,13 @@
 """The rules that live on the models: redirect matching, the sealed code, PKCE, tokens, users."""
 import dataclasses
 
+import peewee
 import pytest
 
 from peewee import IntegrityError
 
-from models import AccessToken, AuthorizationCode, Client, RedeemedCode, User, canonical_scope, digest, s256
+from models import (AccessToken, AuthorizationCode, Client, RedeemedCode, Refused, User, canonical_scope, db, digest,
+                    driver_errors, s256, stored_row)
 
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
@@ -269,3 +271,32 @@ def test_a_public_client_has_no_secret_to_regenerate(oauth_client):
 def test_a_dynamically_registered_client_stays_public(oauth_client):
     assert not oauth_client.is_confidential
     assert oauth_client.registration()["token_endpoint_auth_method"] == "none"
+
+
+def test_the_peewee_internals_keyfob_uses_are_still_there(app):
+    """driver_errors and stored_row rest on two of peewee's internals (checked against peewee 4.5)."""
+    with pytest.raises(peewee.DatabaseError), driver_errors():  # the driver's own error, translated into peewee's
+        db.cursor().execute("SELECT * FROM no_such_table")
+    assert stored_row(Client, {"name": "x"}).client_id is None  # no default computed for a stored row
+    assert len(Client(name="x").client_id) == 32
+
+
+@pytest.mark.parametrize("made, kind", [
+    (lambda user: Client.registered_itself("CLI", ["http://127.0.0.1/cb"], "read"), Client.SELF_REGISTERED),
+    (lambda user: Client.described_by_document("https://app.example/client.json", "Doc", ["https://app.example/cb"],
+                                               "read"), Client.DOCUMENT),
+    (lambda user: Client.registered_by_user(user, "Mine", ["https://app.example/cb"]), Client.USER),
+    (lambda user: Client.registered_by_operator("Notes", [], confidential=True), Client.OPERATOR)])
+def test_a_clients_kind_is_who_described_it(user, made, kind):
+    client = made(user)
+    assert client.kind == kind and Client.find_by("client_id", client.client_id).kind == kind
+    assert client.names_itself == (kind in (Client.SELF_REGISTERED, Client.DOCUMENT))
+    assert (Client.select().where(Client.naming_themselves()).count() == 1) == client.names_itself
+
+
+def test_an_app_refusal_carries_every_reason(app):
+    with pytest.raises(Refused) as refusal:
+        Client.validate_app("", ["ftp://x"], app_type="secret")
+    assert refusal.value.reasons == ["Give the app a name of at most 255 characters.",
+                                     "ftp://x is not an https or http loopback URI without a fragment.",
+                                     "Choose public or confidential."]

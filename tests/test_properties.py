@@ -7,6 +7,7 @@ answer HTML; no row is written unless the input was valid by construction; a cod
 hostile input still works after it. A test's examples share its function-scoped fixtures, so each example counts
 rows before and after itself and sets up the sign-in it needs."""
 import base64
+import contextlib
 import json
 import random
 import re
@@ -18,7 +19,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import ISSUER, PASSWORD, REDIRECT_URI, csrf_token
-from models import (CODE_CHALLENGE, AccessToken, AuthorizationCode, Client, RedeemedCode, User, canonical_scope,
+from models import (CODE_CHALLENGE, AccessToken, Refused, AuthorizationCode, Client, RedeemedCode, User, canonical_scope,
                     loopback_parts, now, printable_name, s256, usable_password)
 
 properties = settings(max_examples=40, deadline=None, derandomize=True, database=None,
@@ -395,7 +396,7 @@ def test_revocation_answers_hostile_requests_with_200_or_a_json_error_and_keeps_
 
 @pytest.fixture
 def resource_server(app):
-    return Client.register_app(None, "notes-server", [], confidential=True)
+    return Client.registered_by_operator("notes-server", [], confidential=True)
 
 
 @properties
@@ -510,7 +511,7 @@ def test_personal_token_form_answers_hostile_input_with_a_page_and_mints_only_cl
 
 @pytest.fixture
 def own_app(user):
-    return Client.register_app(user, "Mine", [REDIRECT_URI], confidential=True)
+    return Client.registered_by_user(user, "Mine", [REDIRECT_URI], confidential=True)
 
 
 @properties
@@ -545,7 +546,7 @@ ACCOUNT_PATHS = ["GET /my/connected_apps/{}", "POST /my/connected_apps/{}/discon
 
 @pytest.fixture
 def others_app(other_user):
-    return Client.register_app(other_user, "Theirs", [REDIRECT_URI])
+    return Client.registered_by_user(other_user, "Theirs", [REDIRECT_URI])
 
 
 @properties
@@ -604,8 +605,9 @@ def without_port(parts):
 
 @models_properties
 @given(name=texts, uris=st.lists(uri_candidates, max_size=3))
-def test_app_errors_pass_only_clean_names_and_safe_redirect_uris(name, uris):
-    if not Client.app_errors(name, uris):
+def test_validate_app_passes_only_clean_names_and_safe_redirect_uris(name, uris):
+    with contextlib.suppress(Refused):
+        Client.validate_app(name, uris)
         assert clean_name(printable_name(name)) and all(safe_redirect(uri, https=True) for uri in uris)
 
 

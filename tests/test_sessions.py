@@ -88,6 +88,6 @@ def test_a_session_ends_twelve_hours_after_signing_in_however_often_it_was_writt
 
 
 def test_database_urls_are_printed_without_their_password():
-    from app import masked_url
+    from cli import masked_url
     assert masked_url("postgresql://keyfob:hunter2@db:5432/keyfob") == "postgresql://keyfob:***@db:5432/keyfob"
     assert masked_url("postgresql://db/keyfob?user=k&password=hunter2&x=1") == "postgresql://db/keyfob?user=k&password=***&x=1"

@@ -1,0 +1,327 @@
+"""The `keyfob` command: each subcommand a thin shell over create_app() and a model method."""
+import contextlib
+import logging
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+import click
+from peewee import JOIN, OperationalError, fn
+
+import migrations
+from app import create_app, when, write_instance_file
+from models import AccessToken, AuditEvent, Client, KeyMismatch, Refused, SecretKeyCheck, User, db, printable_name, sweep
+
+SWEEP_EVERY, SWEEP_RETRY_AFTER = 24 * 60 * 60, 60 * 60
+SWITCH_INTERVAL = 0.0005  # seconds a waitress thread may wait for the GIL while another computes (Python: 0.005)
+REGISTERED_BY = {Client.SELF_REGISTERED: "self-registered", Client.DOCUMENT: "self-registered",
+                 Client.OPERATOR: "operator"}
+
+
+@click.group()
+def cli():
+    """Keyfob, a small OAuth 2.1 authorization server."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
+def serve(host, port, threads):
+    """Serve Keyfob with waitress (one process, several threads)."""
+    import waitress
+    authority = f"[{host}]" if ":" in host else host
+    os.environ.setdefault("KEYFOB_ISSUER", f"http://{authority}:{port}")
+    app = started_app({"CHECKPOINT_SECONDS": 1})
+    with db.connection_context():
+        users = User.select().count()
+    click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {masked_url(app.config['DATABASE_URL'])})")
+    if not users:
+        click.echo("No users yet: add one with `keyfob user add NAME` to sign in.")
+    app.logger.setLevel(logging.INFO)
+    sweep_daily(app)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    waitress.create_server(app, host=host, port=port, threads=threads, ident="keyfob").run()
+
+
+def sweep_daily(app):
+    """Sweep now and every 24 hours in a daemon thread with its own database connection; a failed sweep is
+    logged and tried again in an hour, and never stops the server."""
+    def run():
+        while True:
+            try:
+                with db.connection_context():
+                    clients, idle_tokens = sweep(app.config["IDLE_TOKEN_DAYS"])
+                if clients or idle_tokens:
+                    app.logger.info("Housekeeping removed %d self-registered client(s) that never obtained a token"
+                                    "%s; %d idle token(s)", len(clients), "".join(
+                                        f" {client_id} ({printable_name(name)})" for client_id, name in clients),
+                                    idle_tokens)
+                wait = SWEEP_EVERY
+            except Exception:
+                app.logger.exception("Housekeeping failed; trying again in an hour")
+                wait = SWEEP_RETRY_AFTER
+            time.sleep(wait)
+    threading.Thread(target=run, name="keyfob-housekeeping", daemon=True).start()
+
+
+@cli.group()
+def user():
+    """Manage the people who can sign in."""
+
+
+@user.command("add")
+@click.argument("name")
+def add_user(name):
+    """Add a user; asks for the password twice (or reads two lines from standard input)."""
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        lines = sys.stdin.read().splitlines() + ["", ""]
+        if lines[0] != lines[1]:
+            raise click.ClickException("The two passwords do not match")
+        password = lines[0]
+    with command_database():
+        try:
+            User.register(name, password)
+        except Refused as refusal:
+            raise click.ClickException(str(refusal)) from None
+    click.echo(f"Added user {name}")
+
+
+@user.command("list")
+def list_users():
+    """List the users and how many tokens each holds."""
+    with command_database():
+        counts = token_counts(AccessToken.user)
+        rows = [(user.username, when(user.created_at), counts.get(user.id, 0))
+                for user in User.select().order_by(User.username)]
+    show(rows, ("NAME", "ADDED", "TOKENS"), empty="No users yet: add one with `keyfob user add NAME`.")
+
+
+@user.command("remove")
+@click.argument("name")
+def remove_user(name):
+    """Remove a user and every token they hold."""
+    with command_database():
+        apps = find_or_fail(User, "username", name, "user named").remove(by="operator")
+    click.echo(f"Removed user {name} and their tokens"
+               + (f", and the apps they registered with all their tokens: {', '.join(apps)}" if apps else ""))
+
+
+@cli.group()
+def client():
+    """Manage the OAuth clients (apps) registered here."""
+
+
+cli.add_command(client, "clients")  # `keyfob clients sweep` reads better; both names work
+
+
+@client.command("list")
+def list_clients():
+    """List the clients, who registered them, and how many tokens each holds."""
+    with command_database():
+        counts = token_counts(AccessToken.oauth_client)
+        rows = [(app.client_id, app.name[:40], REGISTERED_BY.get(app.kind) or f"by {app.owner.username}",
+                 " ".join(app.redirect_uris), when(app.created_at), counts.get(app.id, 0))
+                for app in Client.select().order_by(Client.created_at)]
+    show(rows, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), empty="No clients yet.")
+
+
+@client.command("add")
+@click.argument("name")
+@click.option("--confidential", is_flag=True, help="Give it a client secret (a server, or a resource server).")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="https, or http loopback; repeatable.")
+def add_client(name, confidential, redirect_uris):
+    """Register a client as the operator: a resource server that introspects tokens needs --confidential
+    and no redirect URI; an app that signs people in needs its redirect URIs."""
+    try:
+        Client.validate_app(name, list(redirect_uris), signs_people_in=not confidential)
+    except Refused as refusal:
+        raise click.ClickException(str(refusal)) from None
+    with command_database():
+        app = Client.registered_by_operator(name, list(redirect_uris), confidential=confidential)
+    click.echo(f"client_id: {app.client_id}")
+    if confidential:
+        click.echo(f"client_secret: {app.secret}")
+        click.echo("Keep the secret now: it is stored only as a digest and cannot be shown again.", err=True)
+
+
+@client.command("remove")
+@click.argument("client_id")
+def remove_client(client_id):
+    """Remove a client and every token issued to it."""
+    with command_database():
+        found = find_or_fail(Client, "client_id", client_id, "client with client ID")
+        found.remove(by="operator")
+    click.echo(f"Removed client {client_id} ({found.name}) and its tokens")
+
+
+@client.command("sweep")
+def sweep_clients():
+    """Remove the self-registered clients that never obtained a token (after 30 days, never while a consent
+    is in flight) and, if KEYFOB_IDLE_TOKEN_DAYS is set, the tokens idle that long: what `keyfob serve` does daily."""
+    app = started_app()
+    with db.connection_context():
+        clients, idle_tokens = sweep(app.config["IDLE_TOKEN_DAYS"])
+    for client_id, name in clients:
+        click.echo(f"Removed client {client_id} ({printable_name(name)})")
+    click.echo(f"Removed {len(clients)} self-registered client(s) that never obtained a token.")
+    if app.config["IDLE_TOKEN_DAYS"]:
+        click.echo(f"Removed {idle_tokens} token(s) unused for {app.config['IDLE_TOKEN_DAYS']} days.")
+
+
+@cli.group()
+def token():
+    """See and revoke access tokens (only their display prefixes are stored)."""
+
+
+@token.command("list")
+@click.option("--user", "username", help="Only this user's tokens.")
+def list_tokens(username):
+    """List tokens: prefix, user, client (or personal), scope, created, last used."""
+    with command_database():
+        tokens = (AccessToken.select(AccessToken, User, Client).join(User).switch(AccessToken)
+                  .join(Client, JOIN.LEFT_OUTER).order_by(AccessToken.created_at))
+        if username is not None:
+            tokens = tokens.where(User.username == find_or_fail(User, "username", username, "user named").username)
+        rows = [(row.display_prefix, row.user.username, row.oauth_client.name[:30] if row.oauth_client else "personal",
+                 row.scope, when(row.created_at), when(row.last_used_at)) for row in tokens]
+    show(rows, ("PREFIX", "USER", "CLIENT", "SCOPE", "CREATED", "LAST USED"), empty="No tokens.")
+
+
+@token.command("revoke")
+@click.argument("prefix")
+def revoke_token(prefix):
+    """Revoke the token with this display prefix (or give the whole token)."""
+    with command_database():
+        tokens = AccessToken.matching(prefix)
+        if len(tokens) != 1:
+            raise click.ClickException(f"No token has the prefix {prefix!r}" if not tokens else
+                                       f"{len(tokens)} tokens share the prefix {prefix!r}: give the whole token")
+        tokens[0].remove(by="operator")
+    click.echo(f"Revoked {tokens[0].display_prefix}…")
+
+
+@cli.command()
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--user", "username", help="Only the events recorded under this username (a removed user's too).")
+def audit(limit, username):
+    """Print the latest events of the audit trail, oldest first: who, which client, when, from where."""
+    with command_database():
+        events = AuditEvent.recent(limit, username=username)
+    rows = [(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at)), event.event, event.username or "-",
+             (event.client_name or "-")[:30], event.client_id or "-", event.address or "-",
+             " ".join(f"{name}={value}" for name, value in event.details.items())[:120])
+            for event in reversed(events)]
+    show(rows, ("AT (UTC)", "EVENT", "USER", "CLIENT", "CLIENT ID", "ADDRESS", "DETAIL"), empty="No events recorded.")
+
+
+@cli.group("db")
+def database():
+    """The database schema: its version, and upgrading it (also done by every process on start)."""
+
+
+@database.command("upgrade")
+def upgrade_database():
+    """Apply the pending schema migrations."""
+    app = started_app()
+    with db.connection_context():
+        schema, _ = migrations.version(db.obj)
+    click.echo(f"Schema version {schema}, up to date ({masked_url(app.config['DATABASE_URL'])}).")
+
+
+@database.command("version")
+def database_version():
+    """Print the schema version and how many migrations are pending, without applying any."""
+    create_app({"PREPARE_DATABASE": False})
+    with db.connection_context():
+        schema, pending = migrations.version(db.obj)
+    click.echo(f"Schema version {schema}; {pending} migration(s) pending: run `keyfob db upgrade`." if pending
+               else f"Schema version {schema}, up to date.")
+
+
+@cli.group()
+def keys():
+    """The instance's secret key (kept in the instance folder unless KEYFOB_SECRET_KEY is set)."""
+
+
+@keys.command("rotate")
+def rotate_keys():
+    """Make a new secret key; the current one stays accepted as a fallback until `keyfob keys retire`."""
+    if os.environ.get("KEYFOB_SECRET_KEY"):
+        raise click.ClickException("KEYFOB_SECRET_KEY is set: put a new key there and the old one in "
+                                   "KEYFOB_SECRET_KEY_FALLBACKS, then restart every process")
+    app = started_app()
+    write_instance_file(app.instance_path, "secret_key_fallbacks", app.secret_key + "\n")
+    write_instance_file(app.instance_path, "secret_key", secrets.token_urlsafe(64))
+    click.echo("Made a new secret key; the old one is kept as a fallback. Restart keyfob to sign with the new key;"
+               " sessions and codes signed with the old one stay valid until `keyfob keys retire`.")
+
+
+@keys.command("retire")
+def retire_keys():
+    """Stop accepting the fallback keys: sessions signed with them end at the next restart."""
+    path = os.path.join(started_app().instance_path, "secret_key_fallbacks")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    click.echo("Fallback keys retired: restart keyfob for it to take effect.")
+
+
+@keys.command("reset")
+def reset_keys():
+    """Make this key the database's only one, after the key other processes used is lost for good."""
+    app = create_app({"PREPARE_DATABASE": False})
+    with db.connection_context(), migrations.exclusive(db.obj):
+        migrations.upgrade(db.obj)
+        SecretKeyCheck.reset(app.secret_key)
+    click.echo("This secret key is now the database's only key; sessions and codes signed with others stop working.")
+
+
+def started_app(config=None):
+    """create_app(), with a refusal to start said plainly rather than as a traceback."""
+    try:
+        return create_app(config)
+    except KeyMismatch as error:
+        raise click.ClickException(str(error)) from None
+    except OperationalError as error:
+        raise click.ClickException(f"The database does not answer: {error}") from None
+
+
+@contextlib.contextmanager
+def command_database():
+    started_app()
+    with db.connection_context():
+        yield
+
+
+def masked_url(url):
+    """The URL with its password hidden, in the userinfo or in a password= query parameter."""
+    password = urlsplit(url).password
+    url = url.replace(f":{password}@", ":***@", 1) if password else url
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+
+
+def find_or_fail(model, column, value, description):
+    found = model.find_by(column, value)
+    if found is None:
+        raise click.ClickException(f"No {description} {value!r}")
+    return found
+
+
+def token_counts(owner):
+    return dict(AccessToken.select(owner, fn.COUNT(AccessToken.id)).group_by(owner).tuples())
+
+
+def show(rows, header, empty):
+    if not rows:
+        click.echo(empty)
+        return
+    rows = [[printable_name(str(value)) for value in row] for row in rows]  # no terminal escapes from names
+    widths = [max(len(value) for value in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        click.echo("  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip())
