@@ -65,12 +65,24 @@ def limiter_storage(request):
     storage.flushdb()
 
 
+@pytest.fixture
+def emptied_postgresql(shared_postgresql):
+    """The shared PostgreSQL database with every row of every table deleted (the schema's version kept)."""
+    with psycopg.connect(shared_postgresql, autocommit=True) as connection:
+        connection.execute("SET lock_timeout = '10s'")
+        tables = [row[0] for row in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")]
+        if tables:
+            connection.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    return shared_postgresql
+
+
 @pytest.fixture(params=DATABASES)
 def database_url(request, tmp_path):
     """Each test that opens the app runs on a fresh SQLite file and again on PostgreSQL, emptied for it."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/keyfob.db"
-    return emptied(request.getfixturevalue("shared_postgresql"))
+    return request.getfixturevalue("emptied_postgresql")
 
 
 @pytest.fixture(params=DATABASES)
@@ -78,27 +90,7 @@ def instance_database(request):
     """The KEYFOB_ settings of a `keyfob` command: the instance's SQLite file, or PostgreSQL emptied for the test."""
     if request.param == "sqlite":
         return {}
-    return {"KEYFOB_DATABASE_URL": emptied(request.getfixturevalue("shared_postgresql"))}
-
-
-def stored_bytes(url):
-    """Everything a database holds: SQLite's files as written (the write-ahead log too), or every row of a
-    PostgreSQL database as pg_dump prints it."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        return b"".join(file.read_bytes() for file in sorted(path.parent.glob(path.name + "*")))
-    return subprocess.run(["pg_dump", "--data-only", url], capture_output=True, check=True, timeout=60).stdout
-
-
-def emptied(url):
-    """The PostgreSQL database at url with every row of every table deleted (the schema's version kept)."""
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("SET lock_timeout = '10s'")
-        tables = [row[0] for row in connection.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")]
-        if tables:
-            connection.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-    return url
+    return {"KEYFOB_DATABASE_URL": request.getfixturevalue("emptied_postgresql")}
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -126,6 +118,19 @@ def app(config, tmp_path, monkeypatch):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def stored_bytes(app):
+    """Everything the app's database holds, when called: SQLite's files as written (the write-ahead log too), or
+    every row of a PostgreSQL database as pg_dump prints it."""
+    def stored_bytes():
+        url = app.config["DATABASE_URL"]
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            return b"".join(file.read_bytes() for file in sorted(path.parent.glob(path.name + "*")))
+        return subprocess.run(["pg_dump", "--data-only", url], capture_output=True, check=True, timeout=60).stdout
+    return stored_bytes
 
 
 @pytest.fixture(scope="session")

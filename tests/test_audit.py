@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from conftest import PASSWORD, REDIRECT_URI, csrf_token, query, sign_in, stored_bytes
+from conftest import PASSWORD, REDIRECT_URI, csrf_token, query, sign_in
 from live import KEYFOB
 from models import AccessToken, AuditEvent, Client, User, db, s256
 
@@ -40,8 +40,8 @@ def logged(caplog):
             if record.name == "keyfob.audit" and record.levelno == logging.INFO]
 
 
-def test_a_whole_flow_is_recorded_with_who_which_client_and_where_and_never_a_secret(app, from_address, user,
-                                                                                      audit_log):
+def test_a_whole_flow_is_recorded_with_who_which_client_and_where_and_never_a_secret(from_address, user, audit_log,
+                                                                                      stored_bytes):
     client = from_address
     secrets = [PASSWORD, WRONG_PASSWORD]
     client_id = client.post("/oauth/clients", json={"client_name": "Flow", "redirect_uris": [REDIRECT_URI]}
@@ -82,11 +82,12 @@ def test_a_whole_flow_is_recorded_with_who_which_client_and_where_and_never_a_se
                                                 "resource": "http://localhost"}
     text = audit_log.text + "".join(repr(vars(record)) for record in audit_log.records)
     assert [secret for secret in secrets if secret in text] == []
-    stored = stored_bytes(app.config["DATABASE_URL"])
+    stored = stored_bytes()
     assert [secret for secret in secrets if secret.encode() in stored] == []
 
 
-def test_sign_in_failures_record_the_user_never_the_password_nor_an_unknown_name(client, user, audit_log):
+def test_sign_in_failures_record_the_user_never_the_password_nor_an_unknown_name(client, user, audit_log,
+                                                                                stored_bytes):
     for username, password in (("alice", WRONG_PASSWORD), (WRONG_PASSWORD, "alice"), ("al\x00ice\u202e", "x\x00y"),
                                ("alice", "")):
         sign_in(client, username, password)
@@ -95,7 +96,7 @@ def test_sign_in_failures_record_the_user_never_the_password_nor_an_unknown_name
         ("sign_in.failed", user.id, "alice"), ("sign_in.failed", None, None), ("sign_in.failed", None, None),
         ("sign_in.failed", user.id, "alice")]
     assert WRONG_PASSWORD not in audit_log.text and all(event.detail == "{}" for event in failures)
-    assert WRONG_PASSWORD.encode() not in stored_bytes(client.application.config["DATABASE_URL"])
+    assert WRONG_PASSWORD.encode() not in stored_bytes()
 
 
 def test_personal_tokens_apps_and_disconnecting_are_recorded_for_the_user(client, signed_in, oauth_client, audit_log):

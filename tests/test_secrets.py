@@ -2,18 +2,14 @@
 then everything the database stores (SQLite's files and write-ahead log, or a dump of PostgreSQL's rows)."""
 import logging
 
-from conftest import PASSWORD, csrf_token, query, stored_bytes
+from conftest import PASSWORD, csrf_token, query
 from models import digest, s256
 
 WRONG_PASSWORD = "not the password, 4417"
 CALLBACK = "http://127.0.0.1:50123/callback"
 
 
-def database_bytes(app):
-    return stored_bytes(app.config["DATABASE_URL"])
-
-
-def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, user, caplog):
+def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, user, caplog, stored_bytes):
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger=app.logger.name)
     secrets = [PASSWORD, WRONG_PASSWORD]
@@ -47,7 +43,7 @@ def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, user, 
     bearer = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/me", headers=bearer).json["user"] == "alice"
 
-    stored = database_bytes(app)
+    stored = stored_bytes()
     assert digest(token).encode() in stored
     assert token.encode() not in stored and PASSWORD.encode() not in stored
 
@@ -58,5 +54,5 @@ def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, user, 
     assert any(record.name == "peewee" for record in caplog.records), "DEBUG logging was not captured"
     logged = caplog.text + "".join(repr(vars(record)) for record in caplog.records)
     assert [secret for secret in secrets if secret in logged] == []
-    stored = database_bytes(app)
+    stored = stored_bytes()
     assert [secret for secret in secrets if secret.encode() in stored] == []
