@@ -1,22 +1,18 @@
 import itertools
 import os
-import re
 import secrets
 import subprocess
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
 import redis
 from werkzeug.security import generate_password_hash
 
+from actions import ISSUER, PASSWORD, REDIRECT_URI, Actions
 from app import create_app
 from models import AccessToken, Client, User, db, s256
 
-ISSUER = "http://localhost"
-PASSWORD = "correct horse battery staple"
-REDIRECT_URI = "http://127.0.0.1:8765/callback"
 POSTGRESQL = "postgresql://postgres@127.0.0.1:5432"
 DATABASES = ("sqlite", "postgresql")
 databases_made = itertools.count()
@@ -176,39 +172,21 @@ def authorize_params(oauth_client, pkce):
             "code_challenge": pkce[1], "code_challenge_method": "S256", "state": "xyz-state", "scope": "read"}
 
 
-def csrf_token(response):
-    return re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))[1]
-
-
-def query(response):
-    """The query of a redirect's Location, one value per name."""
-    return {name: values[0] for name, values in parse_qs(urlsplit(response.location).query).items()}
-
-
-def sign_in(client, username="alice", password=PASSWORD):
-    token = csrf_token(client.get("/session/new"))
-    return client.post("/session", data={"username": username, "password": password, "csrf_token": token})
+@pytest.fixture
+def actions(client):
+    """What a person and an MCP client do, through the test client (flaskr's `auth`)."""
+    return Actions(client)
 
 
 @pytest.fixture
-def signed_in(client, user):
-    assert sign_in(client).status_code == 302
+def signed_in(actions, user):
+    assert actions.sign_in().status_code == 302
     return user
 
 
 @pytest.fixture
-def approve(client):
-    """Open the consent screen for params and press a button; returns the redirect response."""
-    def approve(params, decision="approve"):
-        page = client.get("/oauth/authorization/new", query_string=params)
-        assert page.status_code == 200, page.get_data(as_text=True)
-        return client.post("/oauth/authorization", data={**params, "decision": decision, "csrf_token": csrf_token(page)})
-    return approve
-
-
-@pytest.fixture
-def code(signed_in, approve, authorize_params):
-    return query(approve(authorize_params))["code"]
+def code(signed_in, actions, authorize_params):
+    return actions.query(actions.approve(authorize_params))["code"]
 
 
 @pytest.fixture

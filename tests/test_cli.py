@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from actions import Actions
 from app import create_app
-from conftest import csrf_token
 from live import KEYFOB, free_port, keyfob_env
 from models import AccessToken, Client, User, db
 
@@ -57,9 +57,7 @@ def instance_app(instance, env, monkeypatch):
 
 
 def signs_in(app, username, password):
-    client = app.test_client()
-    form = {"username": username, "password": password, "csrf_token": csrf_token(client.get("/session/new"))}
-    return client.post("/session", data=form).status_code == 302
+    return Actions(app.test_client()).sign_in(username, password).status_code == 302
 
 
 def test_user_add_creates_a_user_who_can_sign_in(env, instance_app):

@@ -5,7 +5,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from conftest import ISSUER, REDIRECT_URI, query
+from actions import ISSUER, REDIRECT_URI
 from models import AccessToken, Client, digest
 
 CONFIDENTIAL_ID, PUBLIC_ID, UNKNOWN_ID = "server-app-1", "cli-app", "unknown-app"
@@ -25,9 +25,9 @@ def oauth_client(app):
 
 
 @pytest.fixture
-def grant(signed_in, approve, authorize_params, confidential, pkce):
+def grant(signed_in, actions, authorize_params, confidential, pkce):
     """A token request for a fresh code of the confidential client, without its credentials."""
-    code = query(approve({**authorize_params, "client_id": CONFIDENTIAL_ID}))["code"]
+    code = actions.query(actions.approve({**authorize_params, "client_id": CONFIDENTIAL_ID}))["code"]
     return {"grant_type": "authorization_code", "code": code, "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI}
 
 

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from actions import Actions
 from app import create_app
-from conftest import csrf_token, query, sign_in
 from live import keyfob_serving
 from models import AccessToken, Client, User, db
 from oauth.client_documents import is_public
@@ -117,7 +117,8 @@ def params(client_id, pkce, redirect_uri="http://127.0.0.1:50811/callback"):
             "code_challenge": pkce[1], "code_challenge_method": "S256", "scope": "read"}
 
 
-def test_a_document_client_is_authorized_like_any_other_and_its_host_is_shown(client, signed_in, publish, pkce):
+def test_a_document_client_is_authorized_like_any_other_and_its_host_is_shown(client, actions, signed_in, publish,
+                                                                              pkce):
     url = publish()
     grant = params(url, pkce)
     page = client.get("/oauth/authorization/new", query_string=grant)
@@ -126,9 +127,10 @@ def test_a_document_client_is_authorized_like_any_other_and_its_host_is_shown(cl
     assert "Described by <strong>localhost</strong>" in html and "Notes Desktop" in html
     assert "your own computer" in html  # the loopback redirect warning
 
-    approved = client.post("/oauth/authorization", data={**grant, "decision": "approve", "csrf_token": csrf_token(page)})
+    approved = client.post("/oauth/authorization",
+                           data={**grant, "decision": "approve", "csrf_token": actions.csrf_token(page)})
     token = client.post("/oauth/token", data={"grant_type": "authorization_code", "client_id": url,
-                                              "code": query(approved)["code"], "code_verifier": pkce[0],
+                                              "code": actions.query(approved)["code"], "code_verifier": pkce[0],
                                               "redirect_uri": grant["redirect_uri"]})
     assert token.status_code == 200, token.json
     bearer = {"Authorization": f"Bearer {token.json['access_token']}"}
@@ -222,9 +224,9 @@ def test_production_defaults_refuse_a_private_address_and_an_untrusted_certifica
         app = create_app({**base, **settings})
         try:
             User.get_or_create(username="alice", defaults={"password_digest": password_digest})
-            browser = app.test_client()
-            assert sign_in(browser).status_code == 302
-            page = browser.get("/oauth/authorization/new", query_string=params(url, pkce))
+            browser = Actions(app.test_client())
+            assert browser.sign_in().status_code == 302
+            page = browser.client.get("/oauth/authorization/new", query_string=params(url, pkce))
             assert page.status_code == 400 and expected in page.get_data(as_text=True)
         finally:
             db.close()
@@ -327,7 +329,7 @@ def test_fetches_beyond_the_concurrent_cap_are_refused_at_once(client, signed_in
             documents.fetching.release()
 
 
-def test_a_document_client_is_disconnected_through_the_page(client, signed_in, publish):
+def test_a_document_client_is_disconnected_through_the_page(client, actions, signed_in, publish):
     url = publish()
     client_row = Client.from_document(url, "Notes Desktop", [CALLBACK], "read")
     token = AccessToken.issue(signed_in, client_row)
@@ -335,5 +337,5 @@ def test_a_document_client_is_disconnected_through_the_page(client, signed_in, p
     assert f'href="/my/connected_apps/{url}"' in index
     page = client.get(f"/my/connected_apps/{url}")
     assert page.status_code == 200
-    gone = client.post(f"/my/connected_apps/{url}/disconnect", data={"csrf_token": csrf_token(page)})
+    gone = client.post(f"/my/connected_apps/{url}/disconnect", data={"csrf_token": actions.csrf_token(page)})
     assert gone.status_code == 302 and AccessToken.authenticate(token.token) is None
