@@ -1,6 +1,8 @@
-"""A real `keyfob serve` in a subprocess, started as a user starts it, for tests that speak HTTP."""
+"""Keyfob served for real: `keyfob serve` or gunicorn in a subprocess, started as a user starts them, for tests
+that speak HTTP."""
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,7 +12,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from actions import PASSWORD
+
 KEYFOB = Path(sys.executable).parent / "keyfob"
+GUNICORN = Path(sys.executable).parent / "gunicorn"
 TIMEOUT = 10
 
 
@@ -49,21 +54,41 @@ def keyfob_env(instance, settings=None):
     return {**env, "KEYFOB_INSTANCE_PATH": str(instance), **(settings or {})}
 
 
+def add_user(instance, name="alice", password=PASSWORD, settings=None):
+    """`keyfob user add`, the password typed twice."""
+    added = subprocess.run([KEYFOB, "user", "add", name], input=f"{password}\n{password}\n",
+                           env=keyfob_env(instance, settings), capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+
+
 @contextlib.contextmanager
-def keyfob_serving(instance, users=(("alice", "pw"),), settings=None):
-    """Add the users with `keyfob user add`, run `keyfob serve` on a free port, yield its base URL.
-    `settings` are more environment variables for every `keyfob` command, e.g. KEYFOB_RESOURCES."""
-    env = keyfob_env(instance, settings)
-    for name, password in users:
-        subprocess.run([KEYFOB, "user", "add", name], input=f"{password}\n{password}\n", env=env,
-                       capture_output=True, text=True, check=True, timeout=30)
-    port, log = free_port(), instance / "serve.log"
+def serving(instance, settings=None, workers=None, log=None):
+    """`keyfob serve`, or `gunicorn -w workers 'app:create_app()'` when workers are given, on a free port in a
+    process group of its own, writing to log (by default named for the program and the port): its base URL and
+    process. On the way out it is stopped, and whatever is left of its group (workers a killed master left
+    behind) killed."""
+    port = free_port()
+    name, command = ("keyfob serve", [KEYFOB, "serve", "--port", str(port)]) if workers is None else (
+        "gunicorn", [GUNICORN, "-w", str(workers), "-b", f"127.0.0.1:{port}", "app:create_app()"])
+    log = log or instance / f"{name.split()[0]}-{port}.log"
     with open(log, "w") as output:
-        process = subprocess.Popen([KEYFOB, "serve", "--port", str(port)], env=env,
-                                   stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=keyfob_env(instance, settings), stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_answering(process, f"{base}/.well-known/oauth-authorization-server", log)
-        yield base
+        wait_until_answering(process, f"{base}/.well-known/oauth-authorization-server", log, name)
+        yield base, process
     finally:
         stop(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def keyfob_serving(instance, users=(("alice", PASSWORD),), settings=None):
+    """Add the users with `keyfob user add`, run `keyfob serve` on a free port, yield its base URL.
+    `settings` are more environment variables for every `keyfob` command, e.g. KEYFOB_RESOURCES."""
+    for name, password in users:
+        add_user(instance, name, password, settings)
+    with serving(instance, settings, log=instance / "serve.log") as (base, _):
+        yield base

@@ -15,7 +15,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,10 +28,10 @@ import psycopg
 import pytest
 import redis
 
-from live import KEYFOB, free_port, keyfob_env, keyfob_serving, stop, wait_until_answering
+from actions import PASSWORD
+from live import add_user, free_port, keyfob_serving, serving, stop
 from models import s256
 
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 POSTGRESQL_BIN = Path("/usr/lib/postgresql/15/bin")
 ISSUER = "http://keyfob.test"  # not loopback, so approving keeps the session and each client signs in once
 REDIRECT_URI = "http://127.0.0.1:47232/callback"
@@ -58,7 +57,7 @@ def csrf_token(page):
 
 def sign_in(browser):
     form = csrf_token(browser.get("/session/new"))
-    signed_in = browser.post("/session", data={"username": "alice", "password": "pw", "csrf_token": form})
+    signed_in = browser.post("/session", data={"username": "alice", "password": PASSWORD, "csrf_token": form})
     assert signed_in.status_code == 302, signed_in.text
 
 
@@ -103,41 +102,6 @@ def redeem(base, client_id, code, verifier):
             return "unanswered", None, None
     finally:
         connection.close()
-
-
-def add_user(instance, settings):
-    added = subprocess.run([KEYFOB, "user", "add", "alice"], input="pw\npw\n", env=keyfob_env(instance, settings),
-                           capture_output=True, text=True, timeout=60)
-    assert added.returncode == 0, added.stderr
-
-
-@contextlib.contextmanager
-def serving(command, instance, settings, name):
-    """Run a server command on a free port in a process group of its own; its base URL and process. On the
-    way out it is stopped, and whatever is left of its group (workers a killed master left behind) killed."""
-    port = free_port()
-    log = instance / f"{name.split()[0]}-{port}.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen([*command, str(port)] if name == "keyfob serve" else
-                                   [*command, f"127.0.0.1:{port}", "app:create_app()"],
-                                   env=keyfob_env(instance, settings), stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answering(process, f"{base}/.well-known/oauth-authorization-server", log, name=name)
-        yield base, process
-    finally:
-        stop(process)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def keyfob_serve(instance, settings):
-    return serving([KEYFOB, "serve", "--port"], instance, settings, "keyfob serve")
-
-
-def gunicorn(instance, settings, workers=3):
-    return serving([GUNICORN, "-w", str(workers), "-b"], instance, settings, "gunicorn")
 
 
 def children(pid):
@@ -253,8 +217,8 @@ def assert_whole(rows, outcomes, tokens):
 
 def test_killing_keyfob_serve_mid_load_loses_no_token_it_answered_and_leaves_no_partial_row(tmp_path):
     settings = {"KEYFOB_ISSUER": ISSUER}
-    add_user(tmp_path, settings)
-    with keyfob_serve(tmp_path, settings) as (base, process), browser_at(base) as browser:
+    add_user(tmp_path, settings=settings)
+    with serving(tmp_path, settings) as (base, process), browser_at(base) as browser:
         sign_in(browser)
         client_id = register(base).json()["client_id"]
         with Load(base, browser.cookies, client_id) as load:
@@ -262,7 +226,7 @@ def test_killing_keyfob_serve_mid_load_loses_no_token_it_answered_and_leaves_no_
             at_kill, (outcomes, tokens) = kill_mid_load(load, lambda: os.kill(process.pid, signal.SIGKILL))
         assert process.wait(timeout=10) == -signal.SIGKILL
     assert set(outcomes) <= {200, "refused", "unanswered"}, outcomes
-    with keyfob_serve(tmp_path, settings) as (base, _):
+    with serving(tmp_path, settings) as (base, _):
         assert answers_to_me(base, tokens) == {200: len(tokens)}
     assert_whole(sqlite_rows(tmp_path / "keyfob.db"), outcomes, tokens)
     print(f"\nkeyfob serve killed: {len(at_kill[1])} tokens answered before the kill, {len(tokens)} in all; "
@@ -274,8 +238,8 @@ def test_killing_a_gunicorn_worker_or_the_whole_server_mid_load_loses_no_token_i
     database = new_postgresql_database()
     settings = {"KEYFOB_DATABASE_URL": database, "KEYFOB_RATELIMIT_STORAGE_URI": limiter_storage,
                 "KEYFOB_SECRET_KEY": "shared-" + "s" * 40, "KEYFOB_ISSUER": ISSUER}
-    add_user(tmp_path, settings)
-    with gunicorn(tmp_path, settings) as (base, master), browser_at(base) as browser:
+    add_user(tmp_path, settings=settings)
+    with serving(tmp_path, settings, workers=3) as (base, master), browser_at(base) as browser:
         sign_in(browser)
         client_id = register(base).json()["client_id"]
         with Load(base, browser.cookies, client_id) as load:
@@ -292,7 +256,7 @@ def test_killing_a_gunicorn_worker_or_the_whole_server_mid_load_loses_no_token_i
         assert master.wait(timeout=10) == -signal.SIGKILL
     assert set(outcomes) <= {200, "refused", "unanswered"}, outcomes
     assert after_worker["unanswered"] - before["unanswered"] <= 1  # a sync worker serves one request at a time
-    with gunicorn(tmp_path, settings) as (base, _):
+    with serving(tmp_path, settings, workers=3) as (base, _):
         assert answers_to_me(base, tokens) == {200: len(tokens)}
     assert_whole(postgresql_rows(database), outcomes, tokens)
     print(f"\ngunicorn: worker killed after {sum(before.values())} token requests, {after_worker['unanswered']} "
@@ -366,7 +330,7 @@ def assert_temporarily_unavailable(answer):
 
 def test_postgresql_stopped_answers_503_and_service_returns_with_it(tmp_path, private_postgresql):
     settings = {"KEYFOB_DATABASE_URL": private_postgresql.url, "KEYFOB_ISSUER": ISSUER}
-    with keyfob_serving(tmp_path, users=[("alice", "pw")], settings=settings) as base, \
+    with keyfob_serving(tmp_path, settings=settings) as base, \
             browser_at(base) as browser, httpx2.Client(base_url=base, timeout=15) as api:
         sign_in(browser)
         client_id = register(base).json()["client_id"]
@@ -389,7 +353,7 @@ def test_postgresql_stopped_answers_503_and_service_returns_with_it(tmp_path, pr
                 sign_in_page = stranger.get("/session/new")  # needs no row: a thread still connected renders it
                 if sign_in_page.status_code != 200:
                     assert_friendly_503(sign_in_page)
-                assert_friendly_503(stranger.post("/session", data={"username": "alice", "password": "pw",
+                assert_friendly_503(stranger.post("/session", data={"username": "alice", "password": PASSWORD,
                                                                     "csrf_token": csrf_token(sign_in_page)
                                                                     if sign_in_page.status_code == 200 else ""}))
             signed_in_page = browser.get("/my/connected_apps")  # checked last, so that recovery is checked too
@@ -426,7 +390,7 @@ def write_lock(path):
 
 
 def test_sqlite_writers_wait_out_a_held_lock_and_answer_503_past_the_busy_timeout(tmp_path):
-    with keyfob_serving(tmp_path, users=[("alice", "pw")], settings={"KEYFOB_ISSUER": ISSUER}) as base, \
+    with keyfob_serving(tmp_path, settings={"KEYFOB_ISSUER": ISSUER}) as base, \
             browser_at(base) as browser, httpx2.Client(base_url=base, timeout=20) as api:
         sign_in(browser)
         client_id = register(base).json()["client_id"]
@@ -497,7 +461,7 @@ def private_redis(tmp_path):
 def test_machine_endpoints_keep_their_limits_in_memory_when_the_limiters_redis_dies(tmp_path, private_redis):
     url, redis_server = private_redis
     settings = {"KEYFOB_RATELIMIT_STORAGE_URI": url, "KEYFOB_ISSUER": ISSUER}
-    with keyfob_serving(tmp_path, users=[("alice", "pw")], settings=settings) as base, \
+    with keyfob_serving(tmp_path, settings=settings) as base, \
             browser_at(base) as browser, httpx2.Client(base_url=base, timeout=15) as api:
         sign_in(browser)
         client_id = register(base).json()["client_id"]
@@ -525,7 +489,7 @@ def test_machine_endpoints_answer_within_seconds_when_the_limiters_redis_hangs(t
     limited endpoints must not wait on it for ever, or they hold every server thread."""
     url, redis_server = private_redis
     settings = {"KEYFOB_RATELIMIT_STORAGE_URI": url, "KEYFOB_ISSUER": ISSUER}
-    with keyfob_serving(tmp_path, users=[("alice", "pw")], settings=settings) as base:
+    with keyfob_serving(tmp_path, settings=settings) as base:
         assert register(base).status_code == 201
         redis_server.send_signal(signal.SIGSTOP)
         with httpx2.Client(base_url=base, timeout=5,

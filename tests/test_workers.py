@@ -4,18 +4,16 @@ import contextlib
 import os
 import re
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
 
-from live import KEYFOB, free_port, keyfob_env, stop, wait_until_answering
+from actions import PASSWORD
+from live import GUNICORN, add_user, free_port, keyfob_env, serving
 from models import s256
 
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 ISSUER = "http://keyfob.test"  # what a load balancer would serve: not loopback, so approving keeps the session
 REDIRECT_URI = "http://127.0.0.1:47231/callback"
 REDIS = "redis://127.0.0.1:6379/14"
@@ -35,30 +33,13 @@ def settings(new_postgresql_database, limiter_storage):
             "KEYFOB_SECRET_KEY": "shared-" + "s" * 40, "KEYFOB_ISSUER": ISSUER}
 
 
-@contextlib.contextmanager
-def gunicorn(instance, settings, workers=1):
-    """`gunicorn -w N 'app:create_app()'` on a free port; its base URL and process."""
-    port, log = free_port(), instance / f"gunicorn-{os.urandom(3).hex()}.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen([GUNICORN, "-w", str(workers), "-b", f"127.0.0.1:{port}", "app:create_app()"],
-                                   env=keyfob_env(instance, settings), stdout=output, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answering(process, f"{base}/.well-known/oauth-authorization-server", log, name="gunicorn")
-        yield base, process
-    finally:
-        stop(process)
-
-
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory, settings):
     """Three processes on the shared database, limiter storage and key; their base URLs."""
     instance = tmp_path_factory.mktemp("instance")
-    added = subprocess.run([KEYFOB, "user", "add", "alice"], input="pw\npw\n", env=keyfob_env(instance, settings),
-                           capture_output=True, text=True, timeout=30)
-    assert added.returncode == 0, added.stderr
+    add_user(instance, settings=settings)
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(gunicorn(instance, settings))[0] for _ in range(3)]
+        yield [stack.enter_context(serving(instance, settings, workers=1))[0] for _ in range(3)]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +47,7 @@ def browser(workers):
     """alice signed in at the first worker; her session cookie goes to every worker, as behind one host name."""
     with httpx2.Client(timeout=10) as browser:
         form = csrf_token(browser.get(f"{workers[0]}/session/new"))
-        signed_in = browser.post(f"{workers[0]}/session", data={"username": "alice", "password": "pw",
+        signed_in = browser.post(f"{workers[0]}/session", data={"username": "alice", "password": PASSWORD,
                                                                  "csrf_token": form})
         assert signed_in.status_code == 302
         yield browser
@@ -138,7 +119,7 @@ def test_rate_limits_are_shared_by_every_worker(workers):
 
 
 def test_gunicorn_with_four_workers_serves_the_whole_flow(tmp_path, settings, browser, app_client):
-    with gunicorn(tmp_path, settings, workers=4) as (base, _):
+    with serving(tmp_path, settings, workers=4) as (base, _):
         code, verifier = authorize(browser, base, base, app_client)
         token = redeem(base, app_client, code, verifier)
         assert token.status_code == 200, token.text
