@@ -1,18 +1,22 @@
-"""Keyfob served for real: `keyfob serve` or gunicorn in a subprocess, started as a user starts them, for tests
-that speak HTTP."""
+"""Keyfob served for real (`keyfob serve` or gunicorn in a subprocess, started as a user starts them), and spoken
+to over real HTTP: by a Browser that fills in its forms, and by an MCP client's calls to its endpoints."""
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx2
 import pytest
 
-from actions import PASSWORD
+from actions import PASSWORD, REDIRECT_URI, Actions
+from models import s256
 
 KEYFOB = Path(sys.executable).parent / "keyfob"
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -92,3 +96,105 @@ def keyfob_serving(instance, users=(("alice", PASSWORD),), settings=None):
         add_user(instance, name, password, settings)
     with serving(instance, settings, log=instance / "serve.log") as (base, _):
         yield base
+
+
+class HiddenInputs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.values = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "input" and attrs.get("type") == "hidden":
+            self.values[attrs["name"]] = attrs.get("value") or ""
+
+
+def hidden_inputs(html):
+    parser = HiddenInputs()
+    parser.feed(html)
+    return parser.values
+
+
+class Browser(httpx2.Client):
+    """A person's browser at a live Keyfob: it keeps cookies, posts forms with the hidden inputs the page gave it,
+    and connects from local_address when given one (rate limits count per address)."""
+
+    def __init__(self, base="", local_address=None, timeout=TIMEOUT, **options):
+        super().__init__(base_url=base, timeout=timeout, transport=httpx2.HTTPTransport(local_address=local_address),
+                         **options)
+
+    def sign_in(self, username="alice", password=PASSWORD):
+        form = hidden_inputs(self.get("/session/new").text)
+        return self.post("/session", data={**form, "username": username, "password": password})
+
+    def approve(self, url, approve_at=""):
+        """Open an authorization URL, signing in when sent to, and press Approve (at approve_at, when another
+        server is to take the form): the query the app is sent back with."""
+        page = self.get(url)
+        if page.status_code == 302:
+            assert page.headers["location"] == "/session/new"
+            signed_in = self.sign_in()
+            assert signed_in.status_code == 302 and signed_in.headers["location"].startswith("/oauth/authorization/new?")
+            page = self.get(signed_in.headers["location"])
+        assert page.status_code == 200, page.text
+        form = hidden_inputs(page.text)
+        answer = self.post(f"{approve_at}/oauth/authorization", data={**form, "decision": "approve"})
+        assert answer.status_code == 302, answer.text
+        assert answer.headers["location"].startswith(form["redirect_uri"] + "?")
+        return Actions.query(answer)
+
+    def authorize(self, client_id, redirect_uri=REDIRECT_URI, scope="read", consent_at="", approve_at="", **params):
+        """Ask for a code for client_id, with PKCE, and approve it: (code, verifier)."""
+        verifier = secrets.token_urlsafe(48)
+        params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "state": "s",
+                  "code_challenge": s256(verifier), "code_challenge_method": "S256", "scope": scope, **params}
+        answer = self.approve(f"{consent_at}/oauth/authorization/new?{urlencode(params)}", approve_at)
+        return answer["code"], verifier
+
+
+def mcp_client(local_address=None, timeout=TIMEOUT):
+    """An MCP client's connection to Keyfob's endpoints: a fresh one for each call, without cookies, from
+    local_address when given."""
+    return httpx2.Client(timeout=timeout, transport=httpx2.HTTPTransport(local_address=local_address))
+
+
+def register(base, redirect_uri=REDIRECT_URI, local_address=None, timeout=TIMEOUT, client_name="Live test"):
+    """Register a public client (RFC 7591) as an MCP client does: the answer."""
+    with mcp_client(local_address, timeout) as app:
+        return app.post(f"{base}/oauth/clients", json={"client_name": client_name, "redirect_uris": [redirect_uri]})
+
+
+def redeem(base, client_id, code, verifier, redirect_uri=REDIRECT_URI, local_address=None, timeout=TIMEOUT,
+           **params):
+    """Exchange a code for a token as an MCP client does: the answer."""
+    with mcp_client(local_address, timeout) as app:
+        return app.post(f"{base}/oauth/token", data={"grant_type": "authorization_code", "client_id": client_id,
+                                                      "code": code, "code_verifier": verifier,
+                                                      "redirect_uri": redirect_uri, **params})
+
+
+def me(base, token):
+    return httpx2.get(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+
+
+def revoke(base, token, client_id):
+    return httpx2.post(f"{base}/oauth/revocation", data={"token": token, "client_id": client_id}, timeout=TIMEOUT)
+
+
+class MemoryStorage:
+    """The MCP Python SDK's TokenStorage, kept in memory."""
+
+    def __init__(self):
+        self.tokens = self.client_info = None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info

@@ -261,18 +261,18 @@ async def test_the_mcp_python_sdk_client_completes_the_flow_with_a_client_metada
     from mcp.client.auth import OAuthClientProvider
     from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
-    from live import TIMEOUT
-    from test_live_server import REDIRECT_URI, MemoryStorage, approve
+    from actions import REDIRECT_URI
+    from live import TIMEOUT, Browser, MemoryStorage
 
     url = publish({"client_name": "SDK by document"})
     settings = {**served_database, "KEYFOB_TESTING": "true", "KEYFOB_TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
                 "KEYFOB_TESTING_CLIENT_DOCUMENT_ADDRESSES": '["127.0.0.1", "::1"]'}
-    with keyfob_serving(tmp_path / "instance", users=[("alice", "pw")], settings=settings) as server:
+    with keyfob_serving(tmp_path / "instance", settings=settings) as server:
         storage, answers, sent = MemoryStorage(), [], []
 
         async def redirect_handler(authorization_url):
-            with httpx2.Client(base_url=server, timeout=TIMEOUT) as browser:
-                answers.append(await anyio.to_thread.run_sync(approve, browser, authorization_url))
+            with Browser(server) as browser:
+                answers.append(await anyio.to_thread.run_sync(browser.approve, authorization_url))
 
         async def callback_handler():
             return AuthorizationCodeResult(code=answers[-1]["code"], state=answers[-1]["state"], iss=answers[-1]["iss"])

@@ -3,12 +3,10 @@ example in a subprocess with a confidential client made by `keyfob client add`, 
 signing in through Keyfob's real forms. Nothing is mocked."""
 import importlib.util
 import re
-import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlencode
 
 import anyio
 import httpx2
@@ -18,9 +16,9 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
-from live import KEYFOB, TIMEOUT, free_port, keyfob_env, keyfob_serving, stop, wait_until_answering
-from models import s256
-from test_live_server import PASSWORD, REDIRECT_URI, MemoryStorage, approve, register
+from actions import REDIRECT_URI
+from live import (KEYFOB, TIMEOUT, Browser, MemoryStorage, free_port, keyfob_env, keyfob_serving, redeem, register,
+                  revoke, stop, wait_until_answering)
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "mcp_server.py"
 
@@ -54,7 +52,7 @@ def instance(tmp_path_factory):
 def keyfob(instance, notes_url, served_database):
     """A real `keyfob serve` that issues tokens for the example, named Notes; one user, alice."""
     settings = {"KEYFOB_RESOURCES": f"{notes_url}=Notes", **served_database}
-    with keyfob_serving(instance, users=[("alice", PASSWORD)], settings=settings) as base:
+    with keyfob_serving(instance, settings=settings) as base:
         yield base
 
 
@@ -91,8 +89,8 @@ class SdkClient:
         self.provider = OAuthClientProvider(notes_url, metadata, self.storage, self.redirect, self.callback)
 
     async def redirect(self, authorization_url):
-        with httpx2.Client(base_url=self.keyfob, timeout=TIMEOUT) as fresh_browser:
-            self.answers.append(await anyio.to_thread.run_sync(approve, fresh_browser, authorization_url))
+        with Browser(self.keyfob) as fresh_browser:
+            self.answers.append(await anyio.to_thread.run_sync(fresh_browser.approve, authorization_url))
 
     async def callback(self):
         answer = self.answers[-1]
@@ -111,10 +109,6 @@ async def call(session, tool, **arguments):
     result = await session.call_tool(tool, arguments)
     assert not result.is_error, result
     return result.structured_content
-
-
-def revoke(keyfob, token, client_id):
-    return httpx2.post(f"{keyfob}/oauth/revocation", data={"token": token, "client_id": client_id}, timeout=TIMEOUT)
 
 
 @pytest.mark.anyio
@@ -172,14 +166,10 @@ def raw_call(notes, token, tool, **arguments):
 
 def keyfob_token(keyfob, scope, **params):
     """A token from Keyfob's forms for a newly registered public client, with extra authorize parameters."""
-    client_id, verifier = register(keyfob), secrets.token_urlsafe(48)
-    query = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "state": "s",
-             "code_challenge": s256(verifier), "code_challenge_method": "S256", "scope": scope, **params}
-    with httpx2.Client(base_url=keyfob, timeout=TIMEOUT) as browser:
-        code = approve(browser, f"{keyfob}/oauth/authorization/new?{urlencode(query)}")["code"]
-    response = httpx2.post(f"{keyfob}/oauth/token", timeout=TIMEOUT, data={
-        "grant_type": "authorization_code", "client_id": client_id, "code": code, "code_verifier": verifier,
-        "redirect_uri": REDIRECT_URI, **params})
+    client_id = register(keyfob).json()["client_id"]
+    with Browser(keyfob) as browser:
+        code, verifier = browser.authorize(client_id, scope=scope, **params)
+    response = redeem(keyfob, client_id, code, verifier, **params)
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 

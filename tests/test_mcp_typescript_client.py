@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from actions import PASSWORD
 from live import keyfob_env
-from test_live_server import PASSWORD
 from test_mcp_server import instance, keyfob, notes, notes_url  # noqa: F401  (fixtures: this module's own servers)
 
 TS = Path(__file__).parent / "ts"
