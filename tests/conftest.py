@@ -1,9 +1,12 @@
 import itertools
 import os
+import re
 import secrets
 import subprocess
+import sys
 from pathlib import Path
 
+import httpx2
 import psycopg
 import pytest
 import redis
@@ -11,6 +14,7 @@ from werkzeug.security import generate_password_hash
 
 from actions import ISSUER, PASSWORD, REDIRECT_URI, Actions
 from app import create_app
+from live import KEYFOB, MCP_SERVER_EXAMPLE, free_port, keyfob_env, keyfob_serving, stop, wait_until_answering
 from models import AccessToken, Client, User, db, s256
 
 POSTGRESQL = "postgresql://postgres@127.0.0.1:5432"
@@ -194,3 +198,48 @@ def exchange(oauth_client, pkce, code):
     """A valid token request for the code."""
     return {"grant_type": "authorization_code", "client_id": oauth_client.client_id, "code": code,
             "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI}
+
+
+@pytest.fixture(scope="module")
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def notes_url():
+    return f"http://127.0.0.1:{free_port()}/mcp"
+
+
+@pytest.fixture(scope="module")
+def keyfob_instance(tmp_path_factory):
+    return tmp_path_factory.mktemp("instance")
+
+
+@pytest.fixture(scope="module")
+def keyfob(keyfob_instance, notes_url, served_database):
+    """A real `keyfob serve` that issues tokens for examples/mcp_server.py, named Notes; one user, alice."""
+    settings = {"KEYFOB_RESOURCES": f"{notes_url}=Notes", **served_database}
+    with keyfob_serving(keyfob_instance, settings=settings) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def notes(keyfob, keyfob_instance, notes_url, tmp_path_factory, served_database):
+    """examples/mcp_server.py, introspecting at Keyfob as the confidential client `notes-server`; its URL."""
+    added = subprocess.run([KEYFOB, "client", "add", "notes-server", "--confidential"],
+                           env=keyfob_env(keyfob_instance, served_database),
+                           capture_output=True, text=True, timeout=30)
+    assert added.returncode == 0, added.stderr
+    credentials = dict(re.findall(r"^(client_id|client_secret): (\S+)$", added.stdout, re.MULTILINE))
+    env = {**keyfob_env(keyfob_instance), "MCP_SERVER_CLIENT_ID": credentials["client_id"],
+           "MCP_SERVER_CLIENT_SECRET": credentials["client_secret"]}
+    log = tmp_path_factory.mktemp("notes") / "notes.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, MCP_SERVER_EXAMPLE, "--port", str(httpx2.URL(notes_url).port),
+                                    "--keyfob", keyfob], env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        metadata = notes_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+        wait_until_answering(process, metadata, log, name="examples/mcp_server.py")
+        yield notes_url
+    finally:
+        stop(process)

@@ -12,14 +12,18 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlencode
 
+import anyio
 import httpx2
 import pytest
+from mcp.client.auth import OAuthClientProvider
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from actions import PASSWORD, REDIRECT_URI, Actions
 from models import s256
 
 KEYFOB = Path(sys.executable).parent / "keyfob"
 GUNICORN = Path(sys.executable).parent / "gunicorn"
+MCP_SERVER_EXAMPLE = Path(__file__).parent.parent / "examples" / "mcp_server.py"
 TIMEOUT = 10
 
 
@@ -198,3 +202,36 @@ class MemoryStorage:
 
     async def set_client_info(self, client_info):
         self.client_info = client_info
+
+
+class SdkClient:
+    """The MCP Python SDK's OAuth client for a resource, approving each authorization in a fresh Browser at keyfob
+    as alice, and recording every response it gets as (monotonic time, method, URL, status, WWW-Authenticate)."""
+
+    def __init__(self, keyfob, resource, client_name, grant_types=("authorization_code", "refresh_token"),
+                 **options):
+        self.keyfob, self.storage, self.answers, self.sent = keyfob, MemoryStorage(), [], []
+        metadata = OAuthClientMetadata(client_name=client_name, redirect_uris=[REDIRECT_URI], response_types=["code"],
+                                       grant_types=list(grant_types))
+        self.provider = OAuthClientProvider(resource, metadata, self.storage, self.redirect, self.callback, **options)
+
+    def http(self):
+        """An httpx2 client that authorizes through the SDK and records what it is answered."""
+        return httpx2.AsyncClient(auth=self.provider, timeout=TIMEOUT, event_hooks={"response": [self.record]})
+
+    async def redirect(self, authorization_url):
+        with Browser(self.keyfob) as browser:
+            self.answers.append(await anyio.to_thread.run_sync(browser.approve, authorization_url))
+
+    async def callback(self):
+        answer = self.answers[-1]
+        return AuthorizationCodeResult(code=answer["code"], state=answer["state"], iss=answer["iss"])
+
+    async def record(self, response):
+        request = response.request
+        self.sent.append((time.monotonic(), request.method, str(request.url).split("?")[0], response.status_code,
+                          response.headers.get("WWW-Authenticate")))
+
+    def statuses(self, since=0, base=""):
+        """(method, URL without its query or base, status) of each response recorded since a monotonic time."""
+        return [(method, url.removeprefix(base), status) for at, method, url, status, _ in self.sent if at >= since]

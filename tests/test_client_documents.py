@@ -7,7 +7,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from actions import Actions
 from app import create_app
-from live import keyfob_serving
+from live import SdkClient, keyfob_serving
 from models import AccessToken, Client, User, db
 from oauth.client_documents import is_public
 
@@ -258,45 +257,21 @@ def test_a_document_clients_tokens_go_when_the_user_disconnects_it(client, signe
 async def test_the_mcp_python_sdk_client_completes_the_flow_with_a_client_metadata_url(publish, tmp_path, tls_files,
                                                                                      served_database):
     import anyio
-    from mcp.client.auth import OAuthClientProvider
-    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
-
-    from actions import REDIRECT_URI
-    from live import TIMEOUT, Browser, MemoryStorage
 
     url = publish({"client_name": "SDK by document"})
     settings = {**served_database, "KEYFOB_TESTING": "true", "KEYFOB_TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
                 "KEYFOB_TESTING_CLIENT_DOCUMENT_ADDRESSES": '["127.0.0.1", "::1"]'}
     with keyfob_serving(tmp_path / "instance", settings=settings) as server:
-        storage, answers, sent = MemoryStorage(), [], []
-
-        async def redirect_handler(authorization_url):
-            with Browser(server) as browser:
-                answers.append(await anyio.to_thread.run_sync(browser.approve, authorization_url))
-
-        async def callback_handler():
-            return AuthorizationCodeResult(code=answers[-1]["code"], state=answers[-1]["state"], iss=answers[-1]["iss"])
-
-        async def record(response):
-            sent.append((response.request.method, response.request.url.path, response.status_code))
-
-        metadata = OAuthClientMetadata(client_name="SDK by document", redirect_uris=[REDIRECT_URI],
-                                       response_types=["code"], grant_types=["authorization_code"])
-        provider = OAuthClientProvider(f"{server}/api/me", metadata, storage, redirect_handler, callback_handler,
-                                       client_metadata_url=url)
-        async with httpx2.AsyncClient(auth=provider, timeout=TIMEOUT, event_hooks={"response": [record]}) as sdk:
+        sdk = SdkClient(server, f"{server}/api/me", "SDK by document", grant_types=["authorization_code"],
+                        client_metadata_url=url)
+        async with sdk.http() as http:
             with anyio.fail_after(30):
-                response = await sdk.get(f"{server}/api/me")
+                response = await http.get(f"{server}/api/me")
 
     assert response.status_code == 200
     assert response.json() == {"user": "alice", "scope": "read", "client_id": url}
-    assert ("POST", "/oauth/clients", 201) not in sent  # no dynamic registration: the URL is the client_id
+    assert ("POST", "/oauth/clients", 201) not in sdk.statuses(base=server)  # no registration: the URL is the client_id
     assert hits(url) == 1
-
-
-@pytest.fixture(scope="module")
-def anyio_backend():
-    return "asyncio"
 
 
 def test_a_signed_out_request_fetches_nothing_and_makes_no_client(client, user, publish, pkce):

@@ -8,11 +8,8 @@ import threading
 import anyio
 import httpx2
 import pytest
-from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
-from actions import REDIRECT_URI
-from live import TIMEOUT, Browser, MemoryStorage, keyfob_serving, me, redeem, register, revoke
+from live import TIMEOUT, Browser, SdkClient, keyfob_serving, me, redeem, register, revoke
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +17,6 @@ def server(tmp_path_factory, served_database):
     """The base URL (and issuer) of a real `keyfob serve` with one user, alice."""
     with keyfob_serving(tmp_path_factory.mktemp("instance"), settings=served_database) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def anyio_backend():
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
@@ -37,36 +29,22 @@ def browser(server):
 
 @pytest.mark.anyio
 async def test_mcp_python_sdk_client_completes_the_whole_flow(server):
-    storage, answers, sent = MemoryStorage(), [], []
-
-    async def redirect_handler(authorization_url):
-        with Browser(server) as fresh_browser:
-            answers.append(await anyio.to_thread.run_sync(fresh_browser.approve, authorization_url))
-
-    async def callback_handler():
-        answer = answers[-1]
-        return AuthorizationCodeResult(code=answer["code"], state=answer["state"], iss=answer["iss"])
-
-    async def record(response):
-        sent.append((response.request.method, response.request.url.path, response.status_code))
-
-    metadata = OAuthClientMetadata(client_name="SDK test", redirect_uris=[REDIRECT_URI], response_types=["code"],
-                                   grant_types=["authorization_code", "refresh_token"])
-    provider = OAuthClientProvider(f"{server}/api/me", metadata, storage, redirect_handler, callback_handler)
-    async with httpx2.AsyncClient(auth=provider, timeout=TIMEOUT, event_hooks={"response": [record]}) as sdk:
+    sdk = SdkClient(server, f"{server}/api/me", "SDK test")
+    async with sdk.http() as http:
         with anyio.fail_after(30):
-            response = await sdk.get(f"{server}/api/me")
+            response = await http.get(f"{server}/api/me")
 
-    client_id = storage.client_info.client_id
+    client_id = sdk.storage.client_info.client_id
     assert response.status_code == 200
     # The 401 named the scope /api/me needs, so the SDK asked for exactly that (MCP: the challenge wins).
     assert response.json() == {"user": "alice", "scope": "read", "client_id": client_id}
-    assert sent == [("GET", "/api/me", 401), ("GET", "/.well-known/oauth-protected-resource", 200),
-                    ("GET", "/.well-known/oauth-authorization-server", 200), ("POST", "/oauth/clients", 201),
-                    ("POST", "/oauth/token", 200), ("GET", "/api/me", 200)]
-    assert [answer["iss"] for answer in answers] == [server]
-    assert str(provider.context.oauth_metadata.issuer) == server
-    assert storage.client_info.issuer == server
+    assert sdk.statuses(base=server) == [
+        ("GET", "/api/me", 401), ("GET", "/.well-known/oauth-protected-resource", 200),
+        ("GET", "/.well-known/oauth-authorization-server", 200), ("POST", "/oauth/clients", 201),
+        ("POST", "/oauth/token", 200), ("GET", "/api/me", 200)]
+    assert [answer["iss"] for answer in sdk.answers] == [server]
+    assert str(sdk.provider.context.oauth_metadata.issuer) == server
+    assert sdk.storage.client_info.issuer == server
 
 
 @pytest.mark.parametrize("racers", [2, 8])

@@ -2,107 +2,25 @@
 example in a subprocess with a confidential client made by `keyfob client add`, and the MCP Python SDK client
 signing in through Keyfob's real forms. Nothing is mocked."""
 import importlib.util
-import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import anyio
 import httpx2
 import pytest
-from mcp.client.auth import OAuthClientProvider
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
-from actions import REDIRECT_URI
-from live import (KEYFOB, TIMEOUT, Browser, MemoryStorage, free_port, keyfob_env, keyfob_serving, redeem, register,
-                  revoke, stop, wait_until_answering)
-
-EXAMPLE = Path(__file__).parent.parent / "examples" / "mcp_server.py"
+from live import MCP_SERVER_EXAMPLE, TIMEOUT, Browser, SdkClient, redeem, register, revoke
 
 
 def example_module():
-    spec = importlib.util.spec_from_file_location("mcp_server_example", EXAMPLE)
+    spec = importlib.util.spec_from_file_location("mcp_server_example", MCP_SERVER_EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 CACHE_SECONDS = example_module().CACHE_SECONDS
-
-
-@pytest.fixture(scope="module")
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def notes_url():
-    return f"http://127.0.0.1:{free_port()}/mcp"
-
-
-@pytest.fixture(scope="module")
-def instance(tmp_path_factory):
-    return tmp_path_factory.mktemp("instance")
-
-
-@pytest.fixture(scope="module")
-def keyfob(instance, notes_url, served_database):
-    """A real `keyfob serve` that issues tokens for the example, named Notes; one user, alice."""
-    settings = {"KEYFOB_RESOURCES": f"{notes_url}=Notes", **served_database}
-    with keyfob_serving(instance, settings=settings) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def notes(keyfob, instance, notes_url, tmp_path_factory, served_database):
-    """The example MCP server, introspecting at Keyfob as the confidential client `notes-server`; its URL."""
-    added = subprocess.run([KEYFOB, "client", "add", "notes-server", "--confidential"],
-                           env=keyfob_env(instance, served_database),
-                           capture_output=True, text=True, timeout=30)
-    assert added.returncode == 0, added.stderr
-    credentials = dict(re.findall(r"^(client_id|client_secret): (\S+)$", added.stdout, re.MULTILINE))
-    env = {**keyfob_env(instance), "MCP_SERVER_CLIENT_ID": credentials["client_id"],
-           "MCP_SERVER_CLIENT_SECRET": credentials["client_secret"]}
-    log = tmp_path_factory.mktemp("notes") / "notes.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen([sys.executable, EXAMPLE, "--port", str(httpx2.URL(notes_url).port),
-                                    "--keyfob", keyfob], env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        metadata = notes_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
-        wait_until_answering(process, metadata, log, name="examples/mcp_server.py")
-        yield notes_url
-    finally:
-        stop(process)
-
-
-class SdkClient:
-    """The MCP Python SDK's OAuth client, approving each authorization through Keyfob's forms as alice,
-    and recording every response it gets as (seconds since start, method, URL, status, WWW-Authenticate)."""
-
-    def __init__(self, keyfob, notes_url):
-        self.keyfob, self.storage, self.answers, self.sent = keyfob, MemoryStorage(), [], []
-        metadata = OAuthClientMetadata(client_name="Notes test", redirect_uris=[REDIRECT_URI], response_types=["code"],
-                                       grant_types=["authorization_code", "refresh_token"])
-        self.provider = OAuthClientProvider(notes_url, metadata, self.storage, self.redirect, self.callback)
-
-    async def redirect(self, authorization_url):
-        with Browser(self.keyfob) as fresh_browser:
-            self.answers.append(await anyio.to_thread.run_sync(fresh_browser.approve, authorization_url))
-
-    async def callback(self):
-        answer = self.answers[-1]
-        return AuthorizationCodeResult(code=answer["code"], state=answer["state"], iss=answer["iss"])
-
-    async def record(self, response):
-        request = response.request
-        self.sent.append((time.monotonic(), request.method, str(request.url).split("?")[0], response.status_code,
-                          response.headers.get("WWW-Authenticate")))
-
-    def statuses(self, since=0):
-        return [(method, url, status) for at, method, url, status, _ in self.sent if at >= since]
 
 
 async def call(session, tool, **arguments):
@@ -113,9 +31,9 @@ async def call(session, tool, **arguments):
 
 @pytest.mark.anyio
 async def test_sdk_client_signs_in_steps_up_for_write_and_loses_access_on_revocation(keyfob, notes):
-    sdk = SdkClient(keyfob, notes)
+    sdk = SdkClient(keyfob, notes, "Notes test")
     metadata = notes.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
-    async with httpx2.AsyncClient(auth=sdk.provider, timeout=TIMEOUT, event_hooks={"response": [sdk.record]}) as http:
+    async with sdk.http() as http:
         async with streamable_http_client(notes, http_client=http) as (read, write), \
                 ClientSession(read, write) as session:
             with anyio.fail_after(60):
