@@ -1,20 +1,28 @@
 import itertools
+import json
 import os
 import re
 import secrets
+import ssl
 import subprocess
 import sys
+import threading
+import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx2
 import psycopg
 import pytest
 import redis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from werkzeug.security import generate_password_hash
 
 from actions import ISSUER, PASSWORD, REDIRECT_URI, Actions
 from app import create_app
-from live import KEYFOB, MCP_SERVER_EXAMPLE, free_port, keyfob_env, keyfob_serving, stop, wait_until_answering
+from live import (DOCUMENT_CALLBACK, KEYFOB, MCP_SERVER_EXAMPLE, Documents, certificate, free_port, keyfob_env,
+                  keyfob_serving, stop, wait_until_answering)
 from models import AccessToken, Client, User, db, s256
 
 POSTGRESQL = "postgresql://postgres@127.0.0.1:5432"
@@ -243,3 +251,45 @@ def notes(keyfob, keyfob_instance, notes_url, tmp_path_factory, served_database)
         yield notes_url
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A certificate authority of the test run's own, and a server certificate it signed for localhost."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("Keyfob test CA", "Keyfob test CA", ca_key, ca_key, ca=True)
+    server = certificate("localhost", "Keyfob test CA", server_key, ca_key, names=["localhost"])
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.key").write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def document_server(tls_files):
+    """An HTTPS server on 127.0.0.1 answering for https://localhost:PORT; its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Documents)
+    server.daemon_threads = True
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files / "server.pem", tls_files / "server.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://localhost:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def publish(document_server):
+    """Serve a document at a fresh path; returns its URL (the client_id)."""
+    def publish(document=None, status=200, headers=None, body=None, delay=0, trickle=0, name=None):
+        path = f"/clients/{name or time.monotonic_ns()}.json"
+        url = document_server + path
+        if body is None:
+            document = {"client_id": url, "client_name": "Notes Desktop", "redirect_uris": [DOCUMENT_CALLBACK],
+                        "token_endpoint_auth_method": "none", **(document or {})}
+            body = json.dumps(document).encode()
+        Documents.routes[path] = (status, {"Content-Type": "application/json", **(headers or {})}, body, delay, trickle)
+        return url
+    return publish

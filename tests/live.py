@@ -1,6 +1,8 @@
 """Keyfob served for real (`keyfob serve` or gunicorn in a subprocess, started as a user starts them), and spoken
-to over real HTTP: by a Browser that fills in its forms, and by an MCP client's calls to its endpoints."""
+to over real HTTP: by a Browser that fills in its forms, by an MCP client's calls to its endpoints and the MCP
+SDK's client, and by the HTTPS server that publishes Client ID Metadata Documents for Keyfob to fetch."""
 import contextlib
+import datetime
 import os
 import secrets
 import signal
@@ -9,12 +11,16 @@ import subprocess
 import sys
 import time
 from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlencode
 
 import anyio
 import httpx2
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
@@ -24,6 +30,7 @@ from models import s256
 KEYFOB = Path(sys.executable).parent / "keyfob"
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 MCP_SERVER_EXAMPLE = Path(__file__).parent.parent / "examples" / "mcp_server.py"
+DOCUMENT_CALLBACK = "http://127.0.0.1/callback"  # a client document's, listed without a port as Claude Code's is
 TIMEOUT = 10
 
 
@@ -235,3 +242,40 @@ class SdkClient:
     def statuses(self, since=0, base=""):
         """(method, URL without its query or base, status) of each response recorded since a monotonic time."""
         return [(method, url.removeprefix(base), status) for at, method, url, status, _ in self.sent if at >= since]
+
+
+def certificate(subject, issuer_name, key, signer, ca=False, names=()):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+class Documents(BaseHTTPRequestHandler):
+    """Answers each path with what the test put in `routes`: (status, headers, body, seconds to wait first,
+    seconds to wait between the body's bytes)."""
+    routes, hits = {}, {}
+
+    def do_GET(self):
+        self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        status, headers, body, delay, trickle = self.routes.get(self.path, (404, {}, b"", 0, 0))
+        time.sleep(delay)
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            for start in range(0, len(body), 1 if trickle else len(body) or 1):
+                self.wfile.write(body[start:start + (1 if trickle else len(body))])
+                self.wfile.flush()
+                time.sleep(trickle)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass

@@ -12,7 +12,6 @@ import pytest
 from actions import PASSWORD
 from live import Browser, hidden_inputs, keyfob_serving, me, redeem, register
 from models import s256
-from test_client_documents import document_server, publish, tls_files  # noqa: F401 (fixtures)
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 CHROMIUM = shutil.which("chromium")

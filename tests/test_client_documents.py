@@ -1,104 +1,14 @@
 """Client ID Metadata Documents, served by a real HTTPS server on this machine with a test certificate
 authority: Keyfob trusts that authority and that address only through its test-only settings."""
-import datetime
-import json
-import ssl
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from actions import Actions
 from app import create_app
-from live import SdkClient, keyfob_serving
+from live import DOCUMENT_CALLBACK, Documents, SdkClient, keyfob_serving
 from models import AccessToken, Client, User, db
 from oauth.client_documents import is_public
-
-CALLBACK = "http://127.0.0.1/callback"  # listed without a port, as Claude Code's document does
-
-
-def certificate(subject, issuer_name, key, signer, ca=False, names=()):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), False)
-    return builder.sign(signer, hashes.SHA256())
-
-
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory):
-    """A certificate authority of the test run's own, and a server certificate it signed for localhost."""
-    folder = tmp_path_factory.mktemp("tls")
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = certificate("Keyfob test CA", "Keyfob test CA", ca_key, ca_key, ca=True)
-    server = certificate("localhost", "Keyfob test CA", server_key, ca_key, names=["localhost"])
-    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (folder / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    (folder / "server.key").write_bytes(server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return folder
-
-
-class Documents(BaseHTTPRequestHandler):
-    """Answers each path with what the test put in `routes`: (status, headers, body, seconds to wait first,
-    seconds to wait between the body's bytes)."""
-    routes, hits = {}, {}
-
-    def do_GET(self):
-        self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        status, headers, body, delay, trickle = self.routes.get(self.path, (404, {}, b"", 0, 0))
-        time.sleep(delay)
-        self.send_response(status)
-        for name, value in {"Content-Length": str(len(body)), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        try:
-            for start in range(0, len(body), 1 if trickle else len(body) or 1):
-                self.wfile.write(body[start:start + (1 if trickle else len(body))])
-                self.wfile.flush()
-                time.sleep(trickle)
-        except OSError:
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="session")
-def document_server(tls_files):
-    """An HTTPS server on 127.0.0.1 answering for https://localhost:PORT; its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Documents)
-    server.daemon_threads = True
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls_files / "server.pem", tls_files / "server.key")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"https://localhost:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture
-def publish(document_server):
-    """Serve a document at a fresh path; returns its URL (the client_id)."""
-    def publish(document=None, status=200, headers=None, body=None, delay=0, trickle=0, name=None):
-        path = f"/clients/{name or time.monotonic_ns()}.json"
-        url = document_server + path
-        if body is None:
-            document = {"client_id": url, "client_name": "Notes Desktop", "redirect_uris": [CALLBACK],
-                        "token_endpoint_auth_method": "none", **(document or {})}
-            body = json.dumps(document).encode()
-        Documents.routes[path] = (status, {"Content-Type": "application/json", **(headers or {})}, body, delay, trickle)
-        return url
-    return publish
 
 
 def hits(url):
@@ -245,7 +155,7 @@ def test_only_public_addresses_pass(address, public):
 
 def test_a_document_clients_tokens_go_when_the_user_disconnects_it(client, signed_in, publish, pkce):
     url = publish()
-    Client.from_document(url, "Notes Desktop", [CALLBACK], "read write")
+    Client.from_document(url, "Notes Desktop", [DOCUMENT_CALLBACK], "read write")
     token = AccessToken.issue(signed_in, Client.find_by("client_id", url))
     page = client.get("/my/connected_apps")
     assert "Notes Desktop" in page.get_data(as_text=True) and "Disconnect" in page.get_data(as_text=True)
@@ -306,7 +216,7 @@ def test_fetches_beyond_the_concurrent_cap_are_refused_at_once(client, signed_in
 
 def test_a_document_client_is_disconnected_through_the_page(client, actions, signed_in, publish):
     url = publish()
-    client_row = Client.from_document(url, "Notes Desktop", [CALLBACK], "read")
+    client_row = Client.from_document(url, "Notes Desktop", [DOCUMENT_CALLBACK], "read")
     token = AccessToken.issue(signed_in, client_row)
     index = client.get("/my/connected_apps").get_data(as_text=True)
     assert f'href="/my/connected_apps/{url}"' in index
