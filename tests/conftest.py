@@ -1,22 +1,30 @@
 import itertools
+import json
 import os
 import re
 import secrets
+import ssl
 import subprocess
+import sys
+import threading
+import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
+import httpx2
 import psycopg
 import pytest
 import redis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from werkzeug.security import generate_password_hash
 
+from actions import ISSUER, PASSWORD, REDIRECT_URI, Actions
 from app import create_app
+from live import (DOCUMENT_CALLBACK, KEYFOB, MCP_SERVER_EXAMPLE, Documents, certificate, free_port, keyfob_env,
+                  keyfob_serving, stop, wait_until_answering)
 from models import AccessToken, Client, User, db, s256
 
-ISSUER = "http://localhost"
-PASSWORD = "correct horse battery staple"
-REDIRECT_URI = "http://127.0.0.1:8765/callback"
 POSTGRESQL = "postgresql://postgres@127.0.0.1:5432"
 DATABASES = ("sqlite", "postgresql")
 databases_made = itertools.count()
@@ -65,12 +73,24 @@ def limiter_storage(request):
     storage.flushdb()
 
 
+@pytest.fixture
+def emptied_postgresql(shared_postgresql):
+    """The shared PostgreSQL database with every row of every table deleted (the schema's version kept)."""
+    with psycopg.connect(shared_postgresql, autocommit=True) as connection:
+        connection.execute("SET lock_timeout = '10s'")
+        tables = [row[0] for row in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")]
+        if tables:
+            connection.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    return shared_postgresql
+
+
 @pytest.fixture(params=DATABASES)
 def database_url(request, tmp_path):
     """Each test that opens the app runs on a fresh SQLite file and again on PostgreSQL, emptied for it."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/keyfob.db"
-    return emptied(request.getfixturevalue("shared_postgresql"))
+    return request.getfixturevalue("emptied_postgresql")
 
 
 @pytest.fixture(params=DATABASES)
@@ -78,27 +98,7 @@ def instance_database(request):
     """The KEYFOB_ settings of a `keyfob` command: the instance's SQLite file, or PostgreSQL emptied for the test."""
     if request.param == "sqlite":
         return {}
-    return {"KEYFOB_DATABASE_URL": emptied(request.getfixturevalue("shared_postgresql"))}
-
-
-def stored_bytes(url):
-    """Everything a database holds: SQLite's files as written (the write-ahead log too), or every row of a
-    PostgreSQL database as pg_dump prints it."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        return b"".join(file.read_bytes() for file in sorted(path.parent.glob(path.name + "*")))
-    return subprocess.run(["pg_dump", "--data-only", url], capture_output=True, check=True, timeout=60).stdout
-
-
-def emptied(url):
-    """The PostgreSQL database at url with every row of every table deleted (the schema's version kept)."""
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("SET lock_timeout = '10s'")
-        tables = [row[0] for row in connection.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")]
-        if tables:
-            connection.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-    return url
+    return {"KEYFOB_DATABASE_URL": request.getfixturevalue("emptied_postgresql")}
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -126,6 +126,19 @@ def app(config, tmp_path, monkeypatch):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def stored_bytes(app):
+    """Everything the app's database holds, when called: SQLite's files as written (the write-ahead log too), or
+    every row of a PostgreSQL database as pg_dump prints it."""
+    def stored_bytes():
+        url = app.config["DATABASE_URL"]
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            return b"".join(file.read_bytes() for file in sorted(path.parent.glob(path.name + "*")))
+        return subprocess.run(["pg_dump", "--data-only", url], capture_output=True, check=True, timeout=60).stdout
+    return stored_bytes
 
 
 @pytest.fixture(scope="session")
@@ -171,39 +184,21 @@ def authorize_params(oauth_client, pkce):
             "code_challenge": pkce[1], "code_challenge_method": "S256", "state": "xyz-state", "scope": "read"}
 
 
-def csrf_token(response):
-    return re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))[1]
-
-
-def query(response):
-    """The query of a redirect's Location, one value per name."""
-    return {name: values[0] for name, values in parse_qs(urlsplit(response.location).query).items()}
-
-
-def sign_in(client, username="alice", password=PASSWORD):
-    token = csrf_token(client.get("/session/new"))
-    return client.post("/session", data={"username": username, "password": password, "csrf_token": token})
+@pytest.fixture
+def actions(client):
+    """What a person and an MCP client do, through the test client (flaskr's `auth`)."""
+    return Actions(client)
 
 
 @pytest.fixture
-def signed_in(client, user):
-    assert sign_in(client).status_code == 302
+def signed_in(actions, user):
+    assert actions.sign_in().status_code == 302
     return user
 
 
 @pytest.fixture
-def approve(client):
-    """Open the consent screen for params and press a button; returns the redirect response."""
-    def approve(params, decision="approve"):
-        page = client.get("/oauth/authorization/new", query_string=params)
-        assert page.status_code == 200, page.get_data(as_text=True)
-        return client.post("/oauth/authorization", data={**params, "decision": decision, "csrf_token": csrf_token(page)})
-    return approve
-
-
-@pytest.fixture
-def code(signed_in, approve, authorize_params):
-    return query(approve(authorize_params))["code"]
+def code(signed_in, actions, authorize_params):
+    return actions.query(actions.approve(authorize_params))["code"]
 
 
 @pytest.fixture
@@ -211,3 +206,90 @@ def exchange(oauth_client, pkce, code):
     """A valid token request for the code."""
     return {"grant_type": "authorization_code", "client_id": oauth_client.client_id, "code": code,
             "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI}
+
+
+@pytest.fixture(scope="module")
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def notes_url():
+    return f"http://127.0.0.1:{free_port()}/mcp"
+
+
+@pytest.fixture(scope="module")
+def keyfob_instance(tmp_path_factory):
+    return tmp_path_factory.mktemp("instance")
+
+
+@pytest.fixture(scope="module")
+def keyfob(keyfob_instance, notes_url, served_database):
+    """A real `keyfob serve` that issues tokens for examples/mcp_server.py, named Notes; one user, alice."""
+    settings = {"KEYFOB_RESOURCES": f"{notes_url}=Notes", **served_database}
+    with keyfob_serving(keyfob_instance, settings=settings) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def notes(keyfob, keyfob_instance, notes_url, tmp_path_factory, served_database):
+    """examples/mcp_server.py, introspecting at Keyfob as the confidential client `notes-server`; its URL."""
+    added = subprocess.run([KEYFOB, "client", "add", "notes-server", "--confidential"],
+                           env=keyfob_env(keyfob_instance, served_database),
+                           capture_output=True, text=True, timeout=30)
+    assert added.returncode == 0, added.stderr
+    credentials = dict(re.findall(r"^(client_id|client_secret): (\S+)$", added.stdout, re.MULTILINE))
+    env = {**keyfob_env(keyfob_instance), "MCP_SERVER_CLIENT_ID": credentials["client_id"],
+           "MCP_SERVER_CLIENT_SECRET": credentials["client_secret"]}
+    log = tmp_path_factory.mktemp("notes") / "notes.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, MCP_SERVER_EXAMPLE, "--port", str(httpx2.URL(notes_url).port),
+                                    "--keyfob", keyfob], env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        metadata = notes_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+        wait_until_answering(process, metadata, log, name="examples/mcp_server.py")
+        yield notes_url
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A certificate authority of the test run's own, and a server certificate it signed for localhost."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("Keyfob test CA", "Keyfob test CA", ca_key, ca_key, ca=True)
+    server = certificate("localhost", "Keyfob test CA", server_key, ca_key, names=["localhost"])
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.key").write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def document_server(tls_files):
+    """An HTTPS server on 127.0.0.1 answering for https://localhost:PORT; its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Documents)
+    server.daemon_threads = True
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files / "server.pem", tls_files / "server.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://localhost:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def publish(document_server):
+    """Serve a document at a fresh path; returns its URL (the client_id)."""
+    def publish(document=None, status=200, headers=None, body=None, delay=0, trickle=0, name=None):
+        path = f"/clients/{name or time.monotonic_ns()}.json"
+        url = document_server + path
+        if body is None:
+            document = {"client_id": url, "client_name": "Notes Desktop", "redirect_uris": [DOCUMENT_CALLBACK],
+                        "token_endpoint_auth_method": "none", **(document or {})}
+            body = json.dumps(document).encode()
+        Documents.routes[path] = (status, {"Content-Type": "application/json", **(headers or {})}, body, delay, trickle)
+        return url
+    return publish

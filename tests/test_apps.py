@@ -3,15 +3,14 @@ import base64
 
 import pytest
 
-from conftest import csrf_token, query, sign_in
 from models import AccessToken, Client, digest
 
 HTTPS_REDIRECT = "https://app.example.com/oauth/callback"
 
 
-def register(client, **form):
-    token = csrf_token(client.get("/my/apps"))
-    return client.post("/my/apps", data={"csrf_token": token, "name": "Reports", "kind": "public",
+def register_app(actions, **form):
+    token = actions.csrf_token(actions.client.get("/my/apps"))
+    return actions.client.post("/my/apps", data={"csrf_token": token, "name": "Reports", "kind": "public",
                                          "redirect_uris": HTTPS_REDIRECT, **form})
 
 
@@ -19,11 +18,11 @@ def secret_on(response):
     return response.get_data(as_text=True).split('id="client-secret">')[1].split("<")[0]
 
 
-def connect(client, app, pkce, approve):
+def connect(actions, app, pkce):
     """Approve the app as alice and exchange the code, authenticating with Basic when given a secret."""
     params = {"client_id": app.client_id, "redirect_uri": HTTPS_REDIRECT, "response_type": "code",
               "code_challenge": pkce[1], "code_challenge_method": "S256", "scope": "read write"}
-    code = query(approve(params))["code"]
+    code = actions.query(actions.approve(params))["code"]
     return {"grant_type": "authorization_code", "code": code, "code_verifier": pkce[0], "redirect_uri": HTTPS_REDIRECT}
 
 
@@ -31,8 +30,8 @@ def basic(client_id, secret):
     return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
 
 
-def test_a_public_app_is_registered_and_shown(client, signed_in):
-    response = register(client, redirect_uris=f"{HTTPS_REDIRECT}\n\nhttp://127.0.0.1:8080/cb\n")
+def test_a_public_app_is_registered_and_shown(client, actions, signed_in):
+    response = register_app(actions, redirect_uris=f"{HTTPS_REDIRECT}\n\nhttp://127.0.0.1:8080/cb\n")
     app = Client.get(Client.name == "Reports")
     assert response.location == f"/my/apps/{app.client_id}"
     assert app.redirect_uris == [HTTPS_REDIRECT, "http://127.0.0.1:8080/cb"] and not app.is_confidential
@@ -41,8 +40,8 @@ def test_a_public_app_is_registered_and_shown(client, signed_in):
     assert app.client_id in page and "Public" in page and "Reports is registered" in page
 
 
-def test_a_confidential_apps_secret_is_shown_once_and_stored_as_a_digest(client, signed_in):
-    response = register(client, kind="confidential")
+def test_a_confidential_apps_secret_is_shown_once_and_stored_as_a_digest(client, actions, signed_in):
+    response = register_app(actions, kind="confidential")
     secret, app = secret_on(response), Client.get(Client.name == "Reports")
     assert response.status_code == 201 and response.headers["Cache-Control"] == "no-store"
     assert secret.startswith("kf_cs_") and app.secret_digest == digest(secret) and app.authenticates(secret)
@@ -58,25 +57,25 @@ def test_a_confidential_apps_secret_is_shown_once_and_stored_as_a_digest(client,
     ({"redirect_uris": "https://localhost/cb"}, "is not an https"),
     ({"redirect_uris": "https://example.com-/cb"}, "is not an https"),
     ({"name": "\u202e\x1b\x00"}, "Give the app a name")])
-def test_registration_explains_what_is_wrong_and_registers_nothing(client, signed_in, form, message):
-    response = register(client, **form)
+def test_registration_explains_what_is_wrong_and_registers_nothing(signed_in, actions, form, message):
+    response = register_app(actions, **form)
     assert response.status_code == 422 and message in response.get_data(as_text=True)
     assert Client.select().count() == 0
 
 
-def test_a_confidential_app_gets_tokens_only_with_its_secret(client, signed_in, approve, pkce):
-    secret = secret_on(register(client, kind="confidential"))
+def test_a_confidential_app_gets_tokens_only_with_its_secret(client, actions, signed_in, pkce):
+    secret = secret_on(register_app(actions, kind="confidential"))
     app = Client.get(Client.name == "Reports")
-    sign_in(client)
-    exchange = connect(client, app, pkce, approve)
+    actions.sign_in()
+    exchange = connect(actions, app, pkce)
     assert client.post("/oauth/token", data=exchange, headers=basic(app.client_id, "wrong")).status_code == 401
     token = client.post("/oauth/token", data=exchange, headers=basic(app.client_id, secret)).json
     assert token["scope"] == "read write"
     assert client.get("/api/me", headers={"Authorization": f"Bearer {token['access_token']}"}).json["client_id"] == app.client_id
 
 
-def test_the_consent_screen_names_who_registered_the_app(client, signed_in, pkce):
-    register(client)
+def test_the_consent_screen_names_who_registered_the_app(client, actions, signed_in, pkce):
+    register_app(actions)
     app = Client.get(Client.name == "Reports")
     page = client.get("/oauth/authorization/new", query_string={
         "client_id": app.client_id, "redirect_uri": HTTPS_REDIRECT, "response_type": "code",
@@ -85,19 +84,19 @@ def test_the_consent_screen_names_who_registered_the_app(client, signed_in, pkce
     assert "app.example.com</strong> port <strong>443" in page and "your own computer" not in page
 
 
-def test_regenerating_the_secret_stops_the_old_one(client, signed_in):
-    old = secret_on(register(client, kind="confidential"))
+def test_regenerating_the_secret_stops_the_old_one(client, actions, signed_in):
+    old = secret_on(register_app(actions, kind="confidential"))
     app = Client.get(Client.name == "Reports")
     page = client.get(f"/my/apps/{app.client_id}")
-    new = secret_on(client.post(f"/my/apps/{app.client_id}/secret", data={"csrf_token": csrf_token(page)}))
+    new = secret_on(client.post(f"/my/apps/{app.client_id}/secret", data={"csrf_token": actions.csrf_token(page)}))
     app = Client.get_by_id(app.id)
     assert new != old and app.authenticates(new) and not app.authenticates(old)
 
 
-def test_editing_validates_like_registration(client, signed_in):
-    register(client)
+def test_editing_validates_like_registration(client, actions, signed_in):
+    register_app(actions)
     app = Client.get(Client.name == "Reports")
-    token = csrf_token(client.get(f"/my/apps/{app.client_id}"))
+    token = actions.csrf_token(client.get(f"/my/apps/{app.client_id}"))
     bad = client.post(f"/my/apps/{app.client_id}", data={"csrf_token": token, "name": "X", "redirect_uris": "http://evil.example/"})
     assert bad.status_code == 422 and Client.get_by_id(app.id).redirect_uris == [HTTPS_REDIRECT]
     good = client.post(f"/my/apps/{app.client_id}", data={"csrf_token": token, "name": "Reports 2",
@@ -106,21 +105,21 @@ def test_editing_validates_like_registration(client, signed_in):
     assert (Client.get_by_id(app.id).name, Client.get_by_id(app.id).redirect_uris) == ("Reports 2", ["https://new.example.com/cb"])
 
 
-def test_deleting_an_app_asks_first_then_revokes_every_token_issued_to_it(client, signed_in, other_user):
-    register(client)
+def test_deleting_an_app_asks_first_then_revokes_every_token_issued_to_it(client, actions, signed_in, other_user):
+    register_app(actions)
     app = Client.get(Client.name == "Reports")
     tokens = [AccessToken.issue(signed_in, app), AccessToken.issue(other_user, app)]
     confirm = client.get(f"/my/apps/{app.client_id}/delete")
     assert "Delete Reports?" in confirm.get_data(as_text=True)
-    response = client.post(f"/my/apps/{app.client_id}/delete", data={"csrf_token": csrf_token(confirm)})
+    response = client.post(f"/my/apps/{app.client_id}/delete", data={"csrf_token": actions.csrf_token(confirm)})
     assert response.location == "/my/apps" and Client.select().count() == 0
     assert all(AccessToken.authenticate(token.token) is None for token in tokens)
 
 
-def test_another_users_app_cannot_be_seen_changed_or_deleted(app, client, user, other_user):
+def test_another_users_app_cannot_be_seen_changed_or_deleted(app, client, actions, user, other_user):
     theirs = Client.registered_by_user(other_user, "Mallory's app", [HTTPS_REDIRECT], confidential=True)
-    sign_in(client)
-    token = csrf_token(client.get("/my/apps"))
+    actions.sign_in()
+    token = actions.csrf_token(client.get("/my/apps"))
     assert "Mallory" not in client.get("/my/apps").get_data(as_text=True)
     for method, path in [("get", ""), ("post", ""), ("post", "/secret"), ("get", "/delete"), ("post", "/delete")]:
         response = getattr(client, method)(f"/my/apps/{theirs.client_id}{path}",
@@ -134,10 +133,10 @@ def test_app_forms_refuse_a_missing_csrf_token(client, signed_in):
     assert Client.select().count() == 0
 
 
-def test_editing_cleans_the_name_as_registration_does(client, signed_in):
-    register(client)
+def test_editing_cleans_the_name_as_registration_does(client, actions, signed_in):
+    register_app(actions)
     app = Client.get(Client.name == "Reports")
-    token = csrf_token(client.get(f"/my/apps/{app.client_id}"))
+    token = actions.csrf_token(client.get(f"/my/apps/{app.client_id}"))
     disguised = "\u202eppA dooG\u202c\x1b[2J" + "\u200b" * 5000
     assert client.post(f"/my/apps/{app.client_id}", data={"csrf_token": token, "name": disguised,
                                                           "redirect_uris": HTTPS_REDIRECT}).status_code == 302

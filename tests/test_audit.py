@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from actions import PASSWORD, REDIRECT_URI
 from app import create_app
-from conftest import PASSWORD, REDIRECT_URI, csrf_token, query, sign_in, stored_bytes
 from live import KEYFOB
 from models import AccessToken, AuditEvent, Client, User, db, s256
 
@@ -40,13 +40,12 @@ def logged(caplog):
             if record.name == "keyfob.audit" and record.levelno == logging.INFO]
 
 
-def test_a_whole_flow_is_recorded_with_who_which_client_and_where_and_never_a_secret(app, from_address, user,
-                                                                                      audit_log):
+def test_a_whole_flow_is_recorded_with_who_which_client_and_where_and_never_a_secret(from_address, actions, user,
+                                                                                      audit_log, stored_bytes):
     client = from_address
     secrets = [PASSWORD, WRONG_PASSWORD]
-    client_id = client.post("/oauth/clients", json={"client_name": "Flow", "redirect_uris": [REDIRECT_URI]}
-                            ).json["client_id"]
-    form = csrf_token(client.get("/session/new"))
+    client_id = actions.register("Flow").json["client_id"]
+    form = actions.csrf_token(client.get("/session/new"))
     assert client.post("/session", data={"username": "alice", "password": WRONG_PASSWORD, "csrf_token": form}
                        ).status_code == 401
     assert client.post("/session", data={"username": "alice", "password": PASSWORD, "csrf_token": form}
@@ -54,11 +53,12 @@ def test_a_whole_flow_is_recorded_with_who_which_client_and_where_and_never_a_se
     verifier = "audit-verifier-" + "v" * 48
     params = {"client_id": client_id, "redirect_uri": REDIRECT_URI, "response_type": "code", "state": "s",
               "code_challenge": s256(verifier), "code_challenge_method": "S256", "scope": "read write"}
-    consent = csrf_token(client.get("/oauth/authorization/new", query_string=params))
+    consent = actions.csrf_token(client.get("/oauth/authorization/new", query_string=params))
     client.post("/oauth/authorization", data={**params, "decision": "deny", "csrf_token": consent})
-    sign_in(client)  # on a loopback issuer each redirect to the app ends the sign-in
-    consent = csrf_token(client.get("/oauth/authorization/new", query_string=params))
-    code = query(client.post("/oauth/authorization", data={**params, "decision": "approve", "csrf_token": consent}))["code"]
+    actions.sign_in()  # on a loopback issuer each redirect to the app ends the sign-in
+    consent = actions.csrf_token(client.get("/oauth/authorization/new", query_string=params))
+    approved = client.post("/oauth/authorization", data={**params, "decision": "approve", "csrf_token": consent})
+    code = actions.query(approved)["code"]
     exchange = {"grant_type": "authorization_code", "client_id": client_id, "code": code, "code_verifier": verifier,
                 "redirect_uri": REDIRECT_URI}
     token = client.post("/oauth/token", data=exchange).json["access_token"]
@@ -82,24 +82,26 @@ def test_a_whole_flow_is_recorded_with_who_which_client_and_where_and_never_a_se
                                                 "resource": "http://localhost"}
     text = audit_log.text + "".join(repr(vars(record)) for record in audit_log.records)
     assert [secret for secret in secrets if secret in text] == []
-    stored = stored_bytes(app.config["DATABASE_URL"])
+    stored = stored_bytes()
     assert [secret for secret in secrets if secret.encode() in stored] == []
 
 
-def test_sign_in_failures_record_the_user_never_the_password_nor_an_unknown_name(client, user, audit_log):
+def test_sign_in_failures_record_the_user_never_the_password_nor_an_unknown_name(actions, user, audit_log,
+                                                                                stored_bytes):
     for username, password in (("alice", WRONG_PASSWORD), (WRONG_PASSWORD, "alice"), ("al\x00ice\u202e", "x\x00y"),
                                ("alice", "")):
-        sign_in(client, username, password)
+        actions.sign_in(username, password)
     failures = AuditEvent.recent(10)[::-1]
     assert [(event.event, event.user_id, event.username) for event in failures] == [
         ("sign_in.failed", user.id, "alice"), ("sign_in.failed", None, None), ("sign_in.failed", None, None),
         ("sign_in.failed", user.id, "alice")]
     assert WRONG_PASSWORD not in audit_log.text and all(event.detail == "{}" for event in failures)
-    assert WRONG_PASSWORD.encode() not in stored_bytes(client.application.config["DATABASE_URL"])
+    assert WRONG_PASSWORD.encode() not in stored_bytes()
 
 
-def test_personal_tokens_apps_and_disconnecting_are_recorded_for_the_user(client, signed_in, oauth_client, audit_log):
-    form = csrf_token(client.get("/my/access_tokens"))
+def test_personal_tokens_apps_and_disconnecting_are_recorded_for_the_user(client, actions, signed_in, oauth_client,
+                                                                          audit_log):
+    form = actions.csrf_token(client.get("/my/access_tokens"))
     client.post("/my/access_tokens", data={"description": "Backup", "scope": "read", "csrf_token": form})
     personal = AccessToken.personal(signed_in)[0]
     client.post(f"/my/access_tokens/{personal.id}/revoke", data={"csrf_token": form})
@@ -137,10 +139,10 @@ def test_a_token_revoked_by_its_holder_is_recorded_but_a_bearer_call_writes_noth
                                                    "by": "holder"})]
 
 
-def test_a_failed_audit_write_is_logged_and_never_fails_the_change(client, user, audit_log):
+def test_a_failed_audit_write_is_logged_and_never_fails_the_change(actions, user, audit_log):
     db.execute_sql("ALTER TABLE audit_events RENAME TO audit_events_away")
     try:
-        registered = client.post("/oauth/clients", json={"client_name": "Kept", "redirect_uris": [REDIRECT_URI]})
+        registered = actions.register("Kept")
         assert registered.status_code == 201 and Client.find_by("client_id", registered.json["client_id"])
         token = AccessToken.create_personal(user, "read", "In a transaction")
         assert AccessToken.authenticate(token.token)
@@ -162,12 +164,13 @@ def test_activity_shows_the_users_own_events_in_words_newest_first(client, signe
     assert 'href="/my/activity" aria-current="page"' in page
 
 
-def test_activity_never_shows_a_removed_users_events_to_someone_given_their_id(client, signed_in, password_digest):
+def test_activity_never_shows_a_removed_users_events_to_someone_given_their_id(client, actions, signed_in,
+                                                                               password_digest):
     AccessToken.create_personal(signed_in, "read", "Old account")
     signed_in.remove()
     User.create(id=signed_in.id, username="alice", password_digest=password_digest, created_at=signed_in.created_at + 1)
     AuditEvent.update(at=signed_in.created_at).execute()
-    sign_in(client)
+    actions.sign_in()
     assert "Nothing has happened in your account yet" in client.get("/my/activity").get_data(as_text=True)
 
 

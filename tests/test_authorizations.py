@@ -1,7 +1,7 @@
 """The authorization endpoint: consent, and errors that never leave for an unvalidated redirect."""
 import pytest
 
-from conftest import REDIRECT_URI, csrf_token, query
+from actions import REDIRECT_URI, Actions
 
 
 def test_authorization_asks_a_signed_out_user_to_sign_in_first(client, user, authorize_params):
@@ -59,8 +59,8 @@ def test_authorization_never_redirects_to_an_unregistered_uri(client, signed_in,
     assert response.status_code == 400 and response.location is None
 
 
-def test_authorization_accepts_another_loopback_port(client, signed_in, approve, authorize_params):
-    response = approve({**authorize_params, "redirect_uri": "http://127.0.0.1:51000/callback"})
+def test_authorization_accepts_another_loopback_port(signed_in, actions, authorize_params):
+    response = actions.approve({**authorize_params, "redirect_uri": "http://127.0.0.1:51000/callback"})
     assert response.location.startswith("http://127.0.0.1:51000/callback?code=")
 
 
@@ -80,47 +80,47 @@ def test_authorization_accepts_another_loopback_port(client, signed_in, approve,
     ({"resource": "http://evil.example"}, "invalid_target"),
     ({"resource": "http://localhost/api"}, "invalid_target"),
     ({"scope": ["read", "write"]}, "invalid_request")])
-def test_authorization_redirects_errors_with_state_and_iss(client, signed_in, authorize_params, change, error):
+def test_authorization_redirects_errors_with_state_and_iss(client, actions, signed_in, authorize_params, change, error):
     params = {**authorize_params, **change}
     params = {name: value for name, value in params.items() if value is not None}
     response = client.get("/oauth/authorization/new", query_string=params)
     assert response.status_code == 302 and response.location.startswith(REDIRECT_URI + "?")
-    assert query(response)["error"] == error
-    assert query(response)["state"] == "xyz-state" and query(response)["iss"] == "http://localhost"
+    assert actions.query(response)["error"] == error
+    assert actions.query(response)["state"] == "xyz-state" and actions.query(response)["iss"] == "http://localhost"
 
 
-def test_authorization_errors_reach_the_client_before_sign_in(client, user, authorize_params):
+def test_authorization_errors_reach_the_client_before_sign_in(client, actions, user, authorize_params):
     response = client.get("/oauth/authorization/new", query_string={**authorize_params, "code_challenge_method": "plain"})
-    assert query(response)["error"] == "invalid_request"
+    assert actions.query(response)["error"] == "invalid_request"
 
 
-def test_authorization_does_not_echo_a_state_over_the_cap(client, signed_in, authorize_params):
+def test_authorization_does_not_echo_a_state_over_the_cap(client, actions, signed_in, authorize_params):
     response = client.get("/oauth/authorization/new", query_string={**authorize_params, "state": "s" * 3000})
-    assert query(response)["error"] == "invalid_request" and "state" not in query(response)
+    assert actions.query(response)["error"] == "invalid_request" and "state" not in actions.query(response)
 
 
-def test_approval_redirects_with_code_state_and_iss(signed_in, approve, authorize_params):
-    response = approve(authorize_params)
-    answer = query(response)
+def test_approval_redirects_with_code_state_and_iss(signed_in, actions, authorize_params):
+    response = actions.approve(authorize_params)
+    answer = actions.query(response)
     assert response.status_code == 302 and response.location.startswith(REDIRECT_URI + "?")
     assert set(answer) == {"code", "state", "iss"}
     assert answer["state"] == "xyz-state" and answer["iss"] == "http://localhost"
 
 
-def test_approval_without_state_sends_none_back(signed_in, approve, authorize_params):
+def test_approval_without_state_sends_none_back(signed_in, actions, authorize_params):
     del authorize_params["state"]
-    assert set(query(approve(authorize_params))) == {"code", "iss"}
+    assert set(actions.query(actions.approve(authorize_params))) == {"code", "iss"}
 
 
-def test_approval_keeps_the_registered_query(client, signed_in, oauth_client, approve, authorize_params):
+def test_approval_keeps_the_registered_query(signed_in, oauth_client, actions, authorize_params):
     oauth_client.redirect_uris = ["http://127.0.0.1:8765/callback?app=cli"]
     oauth_client.save()
-    response = approve({**authorize_params, "redirect_uri": "http://127.0.0.1:8765/callback?app=cli"})
+    response = actions.approve({**authorize_params, "redirect_uri": "http://127.0.0.1:8765/callback?app=cli"})
     assert response.location.startswith("http://127.0.0.1:8765/callback?app=cli&code=")
 
 
-def test_deny_redirects_with_access_denied(signed_in, approve, authorize_params):
-    answer = query(approve(authorize_params, decision="deny"))
+def test_deny_redirects_with_access_denied(signed_in, actions, authorize_params):
+    answer = actions.query(actions.approve(authorize_params, decision="deny"))
     assert answer["error"] == "access_denied" and answer["state"] == "xyz-state" and "code" not in answer
 
 
@@ -132,20 +132,20 @@ def test_approval_without_a_csrf_token_changes_nothing(client, signed_in, author
 
 
 def test_approval_csrf_token_from_another_session_is_refused(app, client, signed_in, other_user, authorize_params):
-    other_browser = app.test_client()
-    from conftest import sign_in
-    sign_in(other_browser, "mallory")
-    token = csrf_token(other_browser.get("/oauth/authorization/new", query_string=authorize_params))
+    other_browser = Actions(app.test_client())
+    other_browser.sign_in("mallory")
+    page = other_browser.client.get("/oauth/authorization/new", query_string=authorize_params)
+    token = other_browser.csrf_token(page)
     response = client.post("/oauth/authorization", data={**authorize_params, "decision": "approve", "csrf_token": token})
     assert response.status_code == 400 and response.location is None
 
 
-def test_approval_revalidates_every_posted_field(client, signed_in, authorize_params):
-    token = csrf_token(client.get("/oauth/authorization/new", query_string=authorize_params))
+def test_approval_revalidates_every_posted_field(client, actions, signed_in, authorize_params):
+    token = actions.csrf_token(client.get("/oauth/authorization/new", query_string=authorize_params))
     tampered = {**authorize_params, "redirect_uri": "http://evil.example/cb", "decision": "approve", "csrf_token": token}
     assert client.post("/oauth/authorization", data=tampered).location is None
     tampered = {**authorize_params, "scope": "admin", "decision": "approve", "csrf_token": token}
-    assert query(client.post("/oauth/authorization", data=tampered))["error"] == "invalid_scope"
+    assert actions.query(client.post("/oauth/authorization", data=tampered))["error"] == "invalid_scope"
 
 
 def test_approval_by_get_is_impossible(client, signed_in, authorize_params):
@@ -153,10 +153,10 @@ def test_approval_by_get_is_impossible(client, signed_in, authorize_params):
     assert response.status_code == 405
 
 
-def test_approval_ends_the_sign_in_when_keyfob_is_served_on_a_loopback_host(client, signed_in, approve,
+def test_approval_ends_the_sign_in_when_keyfob_is_served_on_a_loopback_host(client, actions, signed_in,
                                                                             authorize_params):
-    response = approve(authorize_params)
-    assert "code" in query(response) and "keyfob_session=" in response.headers["Set-Cookie"]
+    response = actions.approve(authorize_params)
+    assert "code" in actions.query(response) and "keyfob_session=" in response.headers["Set-Cookie"]
     assert client.get("/oauth/authorization/new", query_string=authorize_params).location == "/session/new"
 
 
@@ -170,30 +170,31 @@ class TestOnAPublicHost:
     def config(self, config):
         return {**config, "ISSUER": "http://auth.example.test"}
 
-    def test_approval_keeps_the_sign_in(self, client, signed_in, approve, authorize_params):
-        assert query(approve(authorize_params))["iss"] == "http://auth.example.test"
+    def test_approval_keeps_the_sign_in(self, client, actions, signed_in, authorize_params):
+        assert actions.query(actions.approve(authorize_params))["iss"] == "http://auth.example.test"
         assert client.get("/").status_code == 200
 
-    def test_two_tabs_can_consent_at_once(self, client, signed_in, authorize_params):
+    def test_two_tabs_can_consent_at_once(self, client, actions, signed_in, authorize_params):
         first = client.get("/oauth/authorization/new", query_string=authorize_params)
         second = client.get("/oauth/authorization/new", query_string={**authorize_params, "state": "other"})
         for page, state in ((first, "xyz-state"), (second, "other")):
-            data = {**authorize_params, "state": state, "decision": "approve", "csrf_token": csrf_token(page)}
-            assert "code" in query(client.post("/oauth/authorization", data=data))
+            data = {**authorize_params, "state": state, "decision": "approve", "csrf_token": actions.csrf_token(page)}
+            assert "code" in actions.query(client.post("/oauth/authorization", data=data))
 
 
-def test_two_tabs_on_a_loopback_host_need_a_second_sign_in(client, signed_in, authorize_params):
+def test_two_tabs_on_a_loopback_host_need_a_second_sign_in(client, actions, signed_in, authorize_params):
     first = client.get("/oauth/authorization/new", query_string=authorize_params)
     second = client.get("/oauth/authorization/new", query_string={**authorize_params, "state": "other"})
     approve = {**authorize_params, "decision": "approve"}
-    assert "code" in query(client.post("/oauth/authorization", data={**approve, "csrf_token": csrf_token(first)}))
-    refused = client.post("/oauth/authorization", data={**approve, "state": "other", "csrf_token": csrf_token(second)})
-    assert query(refused)["error"] == "access_denied" and "code" not in query(refused)
+    approved = client.post("/oauth/authorization", data={**approve, "csrf_token": actions.csrf_token(first)})
+    assert "code" in actions.query(approved)
+    refused = client.post("/oauth/authorization",
+                          data={**approve, "state": "other", "csrf_token": actions.csrf_token(second)})
+    assert actions.query(refused)["error"] == "access_denied" and "code" not in actions.query(refused)
 
 
-def test_sign_in_returns_to_the_authorization_request_intact(client, user, authorize_params):
-    from conftest import sign_in
+def test_sign_in_returns_to_the_authorization_request_intact(client, actions, user, authorize_params):
     client.get("/oauth/authorization/new", query_string={**authorize_params, "state": "a b&c=d"})
-    response = sign_in(client)
+    response = actions.sign_in()
     resumed = client.get(response.location)
     assert resumed.status_code == 200 and 'value="a b&amp;c=d"' in resumed.get_data(as_text=True)

@@ -1,19 +1,17 @@
 """The pages in a real browser: Debian's Chromium driven by Playwright against a live `keyfob serve`,
 with a real loopback listener standing in for the MCP client's redirect. Screenshots of every page
 land in tests/artifacts/ to be looked at."""
-import re
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import httpx2
 import pytest
 
-from live import keyfob_serving
+from actions import PASSWORD
+from live import Browser, hidden_inputs, keyfob_serving, me, redeem, register
 from models import s256
-from test_client_documents import document_server, publish, tls_files  # noqa: F401 (fixtures)
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 CHROMIUM = shutil.which("chromium")
@@ -41,7 +39,7 @@ class Catcher(BaseHTTPRequestHandler):
 def server(tmp_path_factory, served_database):
     # One user per test: sign-in is limited to 5 a minute per username.
     people = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
-    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[(name, "pw") for name in people],
+    with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[(name, PASSWORD) for name in people],
                         settings=served_database) as base:
         yield base
 
@@ -77,8 +75,7 @@ def page(chromium):
 @pytest.fixture
 def authorization_url(server, catcher):
     redirect_uri = f"http://127.0.0.1:{catcher.server_port}/callback"
-    registration = httpx2.post(f"{server}/oauth/clients", json={
-        "client_name": "Browser Test App", "redirect_uris": ["http://127.0.0.1:1/callback"]}).json()
+    registration = register(server, "http://127.0.0.1:1/callback", client_name="Browser Test App").json()
     params = {"response_type": "code", "client_id": registration["client_id"], "redirect_uri": redirect_uri,
               "code_challenge": s256(VERIFIER), "code_challenge_method": "S256", "scope": "read write",
               "state": "browser-state"}
@@ -92,18 +89,12 @@ def screenshot(page, name):
 
 def sign_in(page, username="alice"):
     page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("pw")
+    page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
 
 
 def exchange(server, params, code):
-    return httpx2.post(f"{server}/oauth/token", data={
-        "grant_type": "authorization_code", "client_id": params["client_id"], "code": code,
-        "code_verifier": VERIFIER, "redirect_uri": params["redirect_uri"]}).json()["access_token"]
-
-
-def api_status(server, token):
-    return httpx2.get(f"{server}/api/me", headers={"Authorization": f"Bearer {token}"}).status_code
+    return redeem(server, params["client_id"], code, VERIFIER, params["redirect_uri"]).json()["access_token"]
 
 
 def test_approving_in_chrome_delivers_the_code_to_the_loopback_app(server, page, catcher, authorization_url):
@@ -119,8 +110,8 @@ def test_approving_in_chrome_delivers_the_code_to_the_loopback_app(server, page,
     answer = catcher.received[-1]
     assert answer["state"] == "browser-state" and answer["iss"] == server
     token = exchange(server, params, answer["code"])
-    me = httpx2.get(f"{server}/api/me", headers={"Authorization": f"Bearer {token}"})
-    assert me.json()["user"] == "alice" and me.json()["scope"] == "read write"
+    answer = me(server, token)
+    assert answer.json()["user"] == "alice" and answer.json()["scope"] == "read write"
 
 
 def test_a_connected_app_is_listed_and_disconnecting_it_refuses_its_token(server, page, catcher, authorization_url):
@@ -140,7 +131,7 @@ def test_a_connected_app_is_listed_and_disconnecting_it_refuses_its_token(server
     screenshot(page, "disconnect-confirmation")
     page.get_by_role("button", name="Disconnect").click()
     page.get_by_text("is disconnected").wait_for()
-    assert api_status(server, token) == 401
+    assert me(server, token).status_code == 401
 
 
 def test_a_personal_token_is_created_copied_used_and_revoked(server, chromium):
@@ -156,13 +147,13 @@ def test_a_personal_token_is_created_copied_used_and_revoked(server, chromium):
     page.get_by_role("button", name="Copied").wait_for()
     screenshot(page, "personal-token-created")
     token = page.evaluate("navigator.clipboard.readText()")
-    assert token.startswith("kf_pat_") and api_status(server, token) == 200
+    assert token.startswith("kf_pat_") and me(server, token).status_code == 200
     page.get_by_role("link", name="Back to personal access tokens").click()
     screenshot(page, "personal-tokens")
     assert token not in page.content() and token[:13] in page.content()
     page.get_by_role("button", name="Revoke Nightly backup").click()
     page.get_by_text("The token is revoked").wait_for()
-    assert api_status(server, token) == 401
+    assert me(server, token).status_code == 401
     context.close()
 
 
@@ -233,11 +224,11 @@ def test_a_confidential_app_is_registered_used_with_its_secret_and_deleted(serve
     page.goto(f"{server}/oauth/authorization/new?{urlencode(params)}")
     page.get_by_role("button", name="Approve").click()
     page.get_by_text("The app got its answer").wait_for()
-    form = {"grant_type": "authorization_code", "code": catcher.received[-1]["code"], "code_verifier": VERIFIER,
-            "redirect_uri": redirect_uri, "client_id": client_id}
-    assert httpx2.post(f"{server}/oauth/token", data=form).status_code == 400  # a confidential app needs its secret
-    token = httpx2.post(f"{server}/oauth/token", data={**form, "client_secret": secret}).json()["access_token"]
-    assert api_status(server, token) == 200
+    code = catcher.received[-1]["code"]
+    without_secret = redeem(server, client_id, code, VERIFIER, redirect_uri)
+    assert without_secret.status_code == 400  # a confidential app needs its secret
+    token = redeem(server, client_id, code, VERIFIER, redirect_uri, client_secret=secret).json()["access_token"]
+    assert me(server, token).status_code == 200
 
     page.goto(f"{server}/my/apps")
     sign_in(page, "grace")  # served on a loopback host, the approval ended the sign-in
@@ -246,19 +237,18 @@ def test_a_confidential_app_is_registered_used_with_its_secret_and_deleted(serve
     page.get_by_role("link", name="Delete app…").click()
     page.get_by_role("button", name="Delete app").click()
     page.get_by_text("is deleted").wait_for()
-    assert api_status(server, token) == 401
+    assert me(server, token).status_code == 401
 
 
 def test_activity_lists_what_happened_in_the_account_on_a_wide_and_a_phone_screen(server, chromium):
     # Signed in from an address of its own: sign-in allows 10 a minute per address, and this module's other
     # tests use most of 127.0.0.1's.
-    with httpx2.Client(base_url=server, transport=httpx2.HTTPTransport(local_address="127.0.0.2")) as heidi:
-        form = re.search(r'name="csrf_token" value="([^"]+)"', heidi.get("/session/new").text)[1]
-        for password in ("not heidi's password", "pw"):
-            heidi.post("/session", data={"username": "heidi", "password": password, "csrf_token": form})
-        form = re.search(r'name="csrf_token" value="([^"]+)"', heidi.get("/my/access_tokens").text)[1]
-        heidi.post("/my/access_tokens", data={"description": "Sync of the shared calendar between the laptop and"
-                                              " the phone", "scope": "read", "csrf_token": form})
+    with Browser(server, "127.0.0.2") as heidi:
+        for password in ("not heidi's password", PASSWORD):
+            heidi.sign_in("heidi", password)
+        form = hidden_inputs(heidi.get("/my/access_tokens").text)
+        heidi.post("/my/access_tokens", data={**form, "description": "Sync of the shared calendar between the laptop"
+                                              " and the phone", "scope": "read"})
         session = heidi.cookies["keyfob_session"]
     for name, viewport in (("activity", {"width": 1280, "height": 720}), ("activity-phone", {"width": 375, "height": 740})):
         context = chromium.new_context(viewport=viewport, is_mobile=viewport["width"] < 400)
@@ -282,7 +272,7 @@ def test_chromium_shows_the_publishing_host_and_the_local_warning_then_delivers_
                 "KEYFOB_TESTING_CLIENT_DOCUMENT_ADDRESSES": '["127.0.0.1", "::1"]'}
     params = {"response_type": "code", "client_id": url, "redirect_uri": f"http://127.0.0.1:{catcher.server_port}/callback",
               "code_challenge": s256(VERIFIER), "code_challenge_method": "S256", "scope": "read", "state": "doc"}
-    with keyfob_serving(tmp_path / "instance", users=[("ivan", "pw")], settings=settings) as server:
+    with keyfob_serving(tmp_path / "instance", users=[("ivan", PASSWORD)], settings=settings) as server:
         for viewport, name in (({"width": 1280, "height": 900}, "consent-document"),
                                ({"width": 390, "height": 844}, "consent-document-phone")):
             context = chromium.new_context(viewport=viewport)
@@ -300,4 +290,4 @@ def test_chromium_shows_the_publishing_host_and_the_local_warning_then_delivers_
         answer = catcher.received[-1]
         assert answer["state"] == "doc" and answer["iss"] == server
         token = exchange(server, params, answer["code"])
-        assert httpx2.get(f"{server}/api/me", headers={"Authorization": f"Bearer {token}"}).json()["client_id"] == url
+        assert me(server, token).json()["client_id"] == url

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from actions import Actions
 from app import create_app
-from conftest import csrf_token
+from cli import masked_url
 from live import KEYFOB, free_port, keyfob_env
 from models import AccessToken, Client, User, db
 
@@ -57,9 +58,7 @@ def instance_app(instance, env, monkeypatch):
 
 
 def signs_in(app, username, password):
-    client = app.test_client()
-    form = {"username": username, "password": password, "csrf_token": csrf_token(client.get("/session/new"))}
-    return client.post("/session", data=form).status_code == 302
+    return Actions(app.test_client()).sign_in(username, password).status_code == 302
 
 
 def test_user_add_creates_a_user_who_can_sign_in(env, instance_app):
@@ -262,3 +261,8 @@ def test_client_add_needs_a_redirect_uri_for_an_app_that_signs_people_in(env):
     result = keyfob(env, "client", "add", "cli tool")
     assert result.returncode == 1 and "redirect URIs" in result.stderr
     assert keyfob(env, "client", "add", "cli tool", "--redirect-uri", "http://127.0.0.1:9/cb").returncode == 0
+
+
+def test_database_urls_are_printed_without_their_password():
+    assert masked_url("postgresql://keyfob:hunter2@db:5432/keyfob") == "postgresql://keyfob:***@db:5432/keyfob"
+    assert masked_url("postgresql://db/keyfob?user=k&password=hunter2&x=1") == "postgresql://db/keyfob?user=k&password=***&x=1"

@@ -5,7 +5,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from conftest import ISSUER, REDIRECT_URI, query, stored_bytes
+from actions import ISSUER, REDIRECT_URI
 from models import AccessToken, Client, digest
 
 CONFIDENTIAL_ID, PUBLIC_ID, UNKNOWN_ID = "server-app-1", "cli-app", "unknown-app"
@@ -25,9 +25,9 @@ def oauth_client(app):
 
 
 @pytest.fixture
-def grant(signed_in, approve, authorize_params, confidential, pkce):
+def grant(signed_in, actions, authorize_params, confidential, pkce):
     """A token request for a fresh code of the confidential client, without its credentials."""
-    code = query(approve({**authorize_params, "client_id": CONFIDENTIAL_ID}))["code"]
+    code = actions.query(actions.approve({**authorize_params, "client_id": CONFIDENTIAL_ID}))["code"]
     return {"grant_type": "authorization_code", "code": code, "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI}
 
 
@@ -238,10 +238,10 @@ def test_a_regenerated_secret_replaces_the_old_one_at_once(client, grant, presen
     assert exchange_with(client, grant, *present("basic", secret=new_secret)).status_code == 200
 
 
-def test_the_secret_is_stored_only_as_its_digest(app, client, grant, present, confidential):
+def test_the_secret_is_stored_only_as_its_digest(client, grant, present, confidential, stored_bytes):
     assert exchange_with(client, grant, *present("basic")).status_code == 200
     assert Client.get_by_id(confidential.id).secret_digest == digest(confidential.secret)
-    stored = stored_bytes(app.config["DATABASE_URL"])
+    stored = stored_bytes()
     assert digest(confidential.secret).encode() in stored and confidential.secret.encode() not in stored
 
 

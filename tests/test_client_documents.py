@@ -1,105 +1,14 @@
 """Client ID Metadata Documents, served by a real HTTPS server on this machine with a test certificate
 authority: Keyfob trusts that authority and that address only through its test-only settings."""
-import datetime
-import json
-import ssl
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx2
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from actions import Actions
 from app import create_app
-from conftest import csrf_token, query, sign_in
-from live import keyfob_serving
+from live import DOCUMENT_CALLBACK, Documents, SdkClient, keyfob_serving
 from models import AccessToken, Client, User, db
 from oauth.public_fetch import is_public
-
-CALLBACK = "http://127.0.0.1/callback"  # listed without a port, as Claude Code's document does
-
-
-def certificate(subject, issuer_name, key, signer, ca=False, names=()):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), False)
-    return builder.sign(signer, hashes.SHA256())
-
-
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory):
-    """A certificate authority of the test run's own, and a server certificate it signed for localhost."""
-    folder = tmp_path_factory.mktemp("tls")
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = certificate("Keyfob test CA", "Keyfob test CA", ca_key, ca_key, ca=True)
-    server = certificate("localhost", "Keyfob test CA", server_key, ca_key, names=["localhost"])
-    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (folder / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    (folder / "server.key").write_bytes(server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return folder
-
-
-class Documents(BaseHTTPRequestHandler):
-    """Answers each path with what the test put in `routes`: (status, headers, body, seconds to wait first,
-    seconds to wait between the body's bytes)."""
-    routes, hits = {}, {}
-
-    def do_GET(self):
-        self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        status, headers, body, delay, trickle = self.routes.get(self.path, (404, {}, b"", 0, 0))
-        time.sleep(delay)
-        self.send_response(status)
-        for name, value in {"Content-Length": str(len(body)), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        try:
-            for start in range(0, len(body), 1 if trickle else len(body) or 1):
-                self.wfile.write(body[start:start + (1 if trickle else len(body))])
-                self.wfile.flush()
-                time.sleep(trickle)
-        except OSError:
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="session")
-def document_server(tls_files):
-    """An HTTPS server on 127.0.0.1 answering for https://localhost:PORT; its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Documents)
-    server.daemon_threads = True
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls_files / "server.pem", tls_files / "server.key")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"https://localhost:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture
-def publish(document_server):
-    """Serve a document at a fresh path; returns its URL (the client_id)."""
-    def publish(document=None, status=200, headers=None, body=None, delay=0, trickle=0, name=None):
-        path = f"/clients/{name or time.monotonic_ns()}.json"
-        url = document_server + path
-        if body is None:
-            document = {"client_id": url, "client_name": "Notes Desktop", "redirect_uris": [CALLBACK],
-                        "token_endpoint_auth_method": "none", **(document or {})}
-            body = json.dumps(document).encode()
-        Documents.routes[path] = (status, {"Content-Type": "application/json", **(headers or {})}, body, delay, trickle)
-        return url
-    return publish
 
 
 def hits(url):
@@ -117,7 +26,8 @@ def params(client_id, pkce, redirect_uri="http://127.0.0.1:50811/callback"):
             "code_challenge": pkce[1], "code_challenge_method": "S256", "scope": "read"}
 
 
-def test_a_document_client_is_authorized_like_any_other_and_its_host_is_shown(client, signed_in, publish, pkce):
+def test_a_document_client_is_authorized_like_any_other_and_its_host_is_shown(client, actions, signed_in, publish,
+                                                                              pkce):
     url = publish()
     grant = params(url, pkce)
     page = client.get("/oauth/authorization/new", query_string=grant)
@@ -126,9 +36,10 @@ def test_a_document_client_is_authorized_like_any_other_and_its_host_is_shown(cl
     assert "Described by <strong>localhost</strong>" in html and "Notes Desktop" in html
     assert "your own computer" in html  # the loopback redirect warning
 
-    approved = client.post("/oauth/authorization", data={**grant, "decision": "approve", "csrf_token": csrf_token(page)})
+    approved = client.post("/oauth/authorization",
+                           data={**grant, "decision": "approve", "csrf_token": actions.csrf_token(page)})
     token = client.post("/oauth/token", data={"grant_type": "authorization_code", "client_id": url,
-                                              "code": query(approved)["code"], "code_verifier": pkce[0],
+                                              "code": actions.query(approved)["code"], "code_verifier": pkce[0],
                                               "redirect_uri": grant["redirect_uri"]})
     assert token.status_code == 200, token.json
     bearer = {"Authorization": f"Bearer {token.json['access_token']}"}
@@ -223,9 +134,9 @@ def test_production_defaults_refuse_a_private_address_and_an_untrusted_certifica
         app = create_app({**base, **settings})
         try:
             User.get_or_create(username="alice", defaults={"password_digest": password_digest})
-            browser = app.test_client()
-            assert sign_in(browser).status_code == 302
-            page = browser.get("/oauth/authorization/new", query_string=params(url, pkce))
+            browser = Actions(app.test_client())
+            assert browser.sign_in().status_code == 302
+            page = browser.client.get("/oauth/authorization/new", query_string=params(url, pkce))
             assert page.status_code == 400 and expected in page.get_data(as_text=True)
         finally:
             db.close()
@@ -245,7 +156,7 @@ def test_only_public_addresses_pass(address, public):
 
 def test_a_document_clients_tokens_go_when_the_user_disconnects_it(client, signed_in, publish, pkce):
     url = publish()
-    Client.described_by_document(url, "Notes Desktop", [CALLBACK], "read write")
+    Client.described_by_document(url, "Notes Desktop", [DOCUMENT_CALLBACK], "read write")
     token = AccessToken.issue(signed_in, Client.find_by("client_id", url))
     page = client.get("/my/connected_apps")
     assert "Notes Desktop" in page.get_data(as_text=True) and "Disconnect" in page.get_data(as_text=True)
@@ -257,45 +168,21 @@ def test_a_document_clients_tokens_go_when_the_user_disconnects_it(client, signe
 async def test_the_mcp_python_sdk_client_completes_the_flow_with_a_client_metadata_url(publish, tmp_path, tls_files,
                                                                                      served_database):
     import anyio
-    from mcp.client.auth import OAuthClientProvider
-    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
-
-    from live import TIMEOUT
-    from test_live_server import REDIRECT_URI, MemoryStorage, approve
 
     url = publish({"client_name": "SDK by document"})
     settings = {**served_database, "KEYFOB_TESTING": "true", "KEYFOB_TESTING_CLIENT_DOCUMENT_CA": str(tls_files / "ca.pem"),
                 "KEYFOB_TESTING_CLIENT_DOCUMENT_ADDRESSES": '["127.0.0.1", "::1"]'}
-    with keyfob_serving(tmp_path / "instance", users=[("alice", "pw")], settings=settings) as server:
-        storage, answers, sent = MemoryStorage(), [], []
-
-        async def redirect_handler(authorization_url):
-            with httpx2.Client(base_url=server, timeout=TIMEOUT) as browser:
-                answers.append(await anyio.to_thread.run_sync(approve, browser, authorization_url))
-
-        async def callback_handler():
-            return AuthorizationCodeResult(code=answers[-1]["code"], state=answers[-1]["state"], iss=answers[-1]["iss"])
-
-        async def record(response):
-            sent.append((response.request.method, response.request.url.path, response.status_code))
-
-        metadata = OAuthClientMetadata(client_name="SDK by document", redirect_uris=[REDIRECT_URI],
-                                       response_types=["code"], grant_types=["authorization_code"])
-        provider = OAuthClientProvider(f"{server}/api/me", metadata, storage, redirect_handler, callback_handler,
-                                       client_metadata_url=url)
-        async with httpx2.AsyncClient(auth=provider, timeout=TIMEOUT, event_hooks={"response": [record]}) as sdk:
+    with keyfob_serving(tmp_path / "instance", settings=settings) as server:
+        sdk = SdkClient(server, f"{server}/api/me", "SDK by document", grant_types=["authorization_code"],
+                        client_metadata_url=url)
+        async with sdk.http() as http:
             with anyio.fail_after(30):
-                response = await sdk.get(f"{server}/api/me")
+                response = await http.get(f"{server}/api/me")
 
     assert response.status_code == 200
     assert response.json() == {"user": "alice", "scope": "read", "client_id": url}
-    assert ("POST", "/oauth/clients", 201) not in sent  # no dynamic registration: the URL is the client_id
+    assert ("POST", "/oauth/clients", 201) not in sdk.statuses(base=server)  # no registration: the URL is the client_id
     assert hits(url) == 1
-
-
-@pytest.fixture(scope="module")
-def anyio_backend():
-    return "asyncio"
 
 
 def test_a_signed_out_request_fetches_nothing_and_makes_no_client(client, user, publish, pkce):
@@ -328,13 +215,13 @@ def test_fetches_beyond_the_concurrent_cap_are_refused_at_once(client, signed_in
             documents.fetching.release()
 
 
-def test_a_document_client_is_disconnected_through_the_page(client, signed_in, publish):
+def test_a_document_client_is_disconnected_through_the_page(client, actions, signed_in, publish):
     url = publish()
-    client_row = Client.described_by_document(url, "Notes Desktop", [CALLBACK], "read")
+    client_row = Client.described_by_document(url, "Notes Desktop", [DOCUMENT_CALLBACK], "read")
     token = AccessToken.issue(signed_in, client_row)
     index = client.get("/my/connected_apps").get_data(as_text=True)
     assert f'href="/my/connected_apps/{url}"' in index
     page = client.get(f"/my/connected_apps/{url}")
     assert page.status_code == 200
-    gone = client.post(f"/my/connected_apps/{url}/disconnect", data={"csrf_token": csrf_token(page)})
+    gone = client.post(f"/my/connected_apps/{url}/disconnect", data={"csrf_token": actions.csrf_token(page)})
     assert gone.status_code == 302 and AccessToken.authenticate(token.token) is None

@@ -1,5 +1,4 @@
 """Connected apps: what a user sees of the apps holding their tokens, and disconnecting one."""
-from conftest import csrf_token, sign_in
 from models import AccessToken
 
 
@@ -25,13 +24,14 @@ def test_connected_apps_says_when_there_are_none(client, signed_in):
     assert "No apps are connected" in client.get("/my/connected_apps").get_data(as_text=True)
 
 
-def test_disconnect_asks_first_then_revokes_every_token_of_that_app(client, signed_in, oauth_client, other_oauth_client):
+def test_disconnect_asks_first_then_revokes_every_token_of_that_app(client, actions, signed_in, oauth_client,
+                                                                    other_oauth_client):
     tokens = [AccessToken.issue(signed_in, oauth_client) for _ in range(3)]
     other = AccessToken.issue(signed_in, other_oauth_client)
     confirm = client.get(f"/my/connected_apps/{oauth_client.client_id}")
     assert "Disconnect Test App?" in confirm.get_data(as_text=True)
     response = client.post(f"/my/connected_apps/{oauth_client.client_id}/disconnect",
-                           data={"csrf_token": csrf_token(confirm)})
+                           data={"csrf_token": actions.csrf_token(confirm)})
     assert response.location == "/my/connected_apps"
     assert "Test App is disconnected" in client.get(response.location).get_data(as_text=True)
     assert all(client.get("/api/me", headers=bearer(token)).status_code == 401 for token in tokens)
@@ -45,11 +45,11 @@ def test_disconnect_without_a_csrf_token_changes_nothing(client, signed_in, acce
     assert AccessToken.authenticate(access_token.token)
 
 
-def test_another_users_connection_is_a_404(app, client, user, other_user, oauth_client):
+def test_another_users_connection_is_a_404(app, client, actions, user, other_user, oauth_client):
     mallorys = AccessToken.issue(other_user, oauth_client)
-    sign_in(client)
+    actions.sign_in()
     assert client.get(f"/my/connected_apps/{oauth_client.client_id}").status_code == 404
-    token = csrf_token(client.get("/my/connected_apps"))
+    token = actions.csrf_token(client.get("/my/connected_apps"))
     response = client.post(f"/my/connected_apps/{oauth_client.client_id}/disconnect", data={"csrf_token": token})
     assert response.status_code == 404 and AccessToken.authenticate(mallorys.token)
     assert client.get("/my/connected_apps/unknown-client").status_code == 404

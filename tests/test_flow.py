@@ -1,11 +1,9 @@
 """The whole story, as an MCP client and its user live it."""
-from conftest import csrf_token, query, sign_in
 from models import s256
 
 
-def test_register_consent_exchange_call_revoke(client, user):
-    registration = client.post("/oauth/clients", json={
-        "client_name": "Claude Desktop", "redirect_uris": ["http://127.0.0.1:33418/callback"]})
+def test_register_consent_exchange_call_revoke(client, actions, user):
+    registration = actions.register("Claude Desktop", "http://127.0.0.1:33418/callback")
     assert registration.status_code == 201
     client_id = registration.json["client_id"]
 
@@ -15,15 +13,15 @@ def test_register_consent_exchange_call_revoke(client, user):
               "resource": "http://localhost"}
     start = client.get("/oauth/authorization/new", query_string=params)
     assert start.status_code == 302 and start.location == "/session/new"
-    signed_in = sign_in(client)
+    signed_in = actions.sign_in()
     assert signed_in.location.startswith("/oauth/authorization/new?")
 
     consent = client.get(signed_in.location)
     assert "Claude Desktop" in consent.get_data(as_text=True)
     approved = client.post("/oauth/authorization", data={**params, "decision": "approve",
-                                                        "csrf_token": csrf_token(consent)})
+                                                        "csrf_token": actions.csrf_token(consent)})
     assert approved.location.startswith("http://127.0.0.1:50123/callback?")
-    answer = query(approved)
+    answer = actions.query(approved)
     assert answer["state"] == "s1" and answer["iss"] == "http://localhost"
 
     token = client.post("/oauth/token", data={

@@ -4,7 +4,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import ISSUER, PASSWORD, REDIRECT_URI, csrf_token, query
+from actions import ISSUER, PASSWORD, REDIRECT_URI
 from models import AccessToken, Client, User
 
 DROP = object()
@@ -67,9 +67,9 @@ POST_ENDPOINTS = {"/oauth/token": "invalid_request", "/oauth/revocation": "inval
 
 @pytest.mark.parametrize("path", POST_ENDPOINTS)
 @pytest.mark.parametrize("body, content_type, error", BODIES)
-def test_post_endpoints_answer_malformed_bodies_with_a_clear_error(client, signed_in, access_token, path, body,
-                                                                   content_type, error):
-    before, headers = rows(), {"X-CSRFToken": csrf_token(client.get("/"))}
+def test_post_endpoints_answer_malformed_bodies_with_a_clear_error(client, actions, signed_in, access_token, path,
+                                                                   body, content_type, error):
+    before, headers = rows(), {"X-CSRFToken": actions.csrf_token(client.get("/"))}
     response, expected = client.post(path, data=body, content_type=content_type, headers=headers), POST_ENDPOINTS[path]
     if isinstance(expected, int):
         assert_error_page(response, 413 if len(body) > 64 * 1024 else expected)
@@ -146,11 +146,12 @@ def test_registration_strips_unprintable_characters_from_client_name(client, nam
     assert response.status_code == 201 and response.json["client_name"] == shown
 
 
-def authorize(client, method, params):
+def authorize(actions, method, params):
     if method == "GET":
-        return client.get("/oauth/authorization/new", query_string=urlencode(params, doseq=True))
-    form = urlencode({**params, "decision": "approve", "csrf_token": csrf_token(client.get("/"))}, doseq=True)
-    return client.post("/oauth/authorization", data=form, content_type="application/x-www-form-urlencoded")
+        return actions.client.get("/oauth/authorization/new", query_string=urlencode(params, doseq=True))
+    form = urlencode({**params, "decision": "approve", "csrf_token": actions.csrf_token(actions.client.get("/"))},
+                     doseq=True)
+    return actions.client.post("/oauth/authorization", data=form, content_type="application/x-www-form-urlencoded")
 
 
 # peers.md §4.2 items 5 and 10: a bad client or redirect_uri (error None) gets a local 400 page with no Location;
@@ -174,14 +175,14 @@ AUTHORIZATION_CASES = [
 @pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("name, change, error", AUTHORIZATION_CASES)
 def test_authorization_answers_hostile_requests_with_a_page_or_an_error_redirect(
-        client, signed_in, authorize_params, method, name, change, error):
+        client, actions, signed_in, authorize_params, method, name, change, error):
     before = rows()
-    response = authorize(client, method, apply(authorize_params, name, change))
+    response = authorize(actions, method, apply(authorize_params, name, change))
     if error is None:
         assert_error_page(response)
         assert b"invalid_request" in response.data
     else:
-        answer = query(response)
+        answer = actions.query(response)
         assert response.status_code == 302 and response.location.startswith(REDIRECT_URI + "?")
         assert answer["error"] == error and answer["iss"] == ISSUER and "code" not in answer
         assert answer.get("state") == (None if name == "state" else "xyz-state")
@@ -190,8 +191,8 @@ def test_authorization_answers_hostile_requests_with_a_page_or_an_error_redirect
 
 @pytest.mark.parametrize("name, change", [  # "pw" + NUL once signed in as "pw": HMAC pads short keys with zeros
     case(name, change) for name in ("username", "password") for change in [oversized, *UNICODE, BAD_UTF8, DROP]])
-def test_sign_in_rejects_hostile_credentials_with_a_page(client, user, name, change):
-    before, token = rows(), csrf_token(client.get("/session/new"))
+def test_sign_in_rejects_hostile_credentials_with_a_page(client, actions, user, name, change):
+    before, token = rows(), actions.csrf_token(client.get("/session/new"))
     form = urlencode(apply({"username": "alice", "password": PASSWORD, "csrf_token": token}, name, change))
     assert_error_page(client.post("/session", data=form, content_type="application/x-www-form-urlencoded"), 401)
     assert rows() == before and client.get("/").location == "/session/new"

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from actions import REDIRECT_URI
 from app import create_app
-from models import sweep
-from conftest import REDIRECT_URI, csrf_token, query
 from live import KEYFOB, TIMEOUT, keyfob_env, keyfob_serving
-from models import AccessToken, Client, User, db, now
+from models import AccessToken, Client, User, db, now, sweep
 
 DAY, HOUR = 24 * 60 * 60, 60 * 60
 
@@ -64,12 +63,12 @@ def test_sweep_waits_an_hour_after_the_consent_screen_was_shown(client, signed_i
     assert Client.sweep(at=now() + HOUR + 60) == [(oauth_client.client_id, "Test App")]
 
 
-def test_sweep_waits_an_hour_after_a_code_was_issued(client, signed_in, oauth_client, authorize_params):
+def test_sweep_waits_an_hour_after_a_code_was_issued(client, actions, signed_in, oauth_client, authorize_params):
     page = client.get("/oauth/authorization/new", query_string=authorize_params)
     Client.update(created_at=now() - 31 * DAY, last_authorized_at=None).where(Client.id == oauth_client.id).execute()
     approved = client.post("/oauth/authorization", data={**authorize_params, "decision": "approve",
-                                                         "csrf_token": csrf_token(page)})
-    assert "code" in query(approved)
+                                                         "csrf_token": actions.csrf_token(page)})
+    assert "code" in actions.query(approved)
     assert Client.sweep() == []
     assert Client.sweep(at=now() + HOUR + 60) == [(oauth_client.client_id, "Test App")]
 

@@ -3,7 +3,7 @@ import base64
 
 import pytest
 
-from conftest import REDIRECT_URI, query
+from actions import REDIRECT_URI
 from models import AccessToken, Client
 
 NOTES = "http://127.0.0.1:8001/mcp"
@@ -72,10 +72,10 @@ def test_metadata_advertises_introspection(client):
     assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]
 
 
-def test_the_only_configured_resource_is_meant_when_none_is_named(client, signed_in, approve, authorize_params, pkce):
+def test_the_only_configured_resource_is_meant_when_none_is_named(client, actions, signed_in, authorize_params, pkce):
     page = client.get("/oauth/authorization/new", query_string=authorize_params).get_data(as_text=True)
     assert "It will be able to, in Notes" in page
-    code = query(approve(authorize_params))["code"]
+    code = actions.query(actions.approve(authorize_params))["code"]
     token = client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code, "client_id":
                         authorize_params["client_id"], "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI})
     assert AccessToken.authenticate(token.json["access_token"]).resource == NOTES
@@ -83,9 +83,9 @@ def test_the_only_configured_resource_is_meant_when_none_is_named(client, signed
 
 @pytest.mark.parametrize("resource, error", [("http://127.0.0.1:8001/other", "invalid_target"),
                                              ("http://evil.example/mcp", "invalid_target")])
-def test_an_unknown_resource_is_refused(client, signed_in, authorize_params, resource, error):
+def test_an_unknown_resource_is_refused(client, actions, signed_in, authorize_params, resource, error):
     response = client.get("/oauth/authorization/new", query_string={**authorize_params, "resource": resource})
-    assert query(response)["error"] == error
+    assert actions.query(response)["error"] == error
 
 
 def test_the_built_in_api_refuses_a_token_bound_to_another_resource(client, user, oauth_client):

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
+from actions import REDIRECT_URI, Actions
 from app import create_app
-from conftest import REDIRECT_URI, csrf_token, query, sign_in
 from live import KEYFOB, keyfob_env
 from models import Client, User, db
 
@@ -72,13 +72,15 @@ def test_sessions_forms_and_codes_of_the_old_key_work_after_a_rotation(database_
     User.create(username="alice", password_digest=password_digest)
     app = Client.create(name="App", redirect_uris=[REDIRECT_URI], dynamically_registered=True)
     browser = before.test_client()
-    assert sign_in(browser).status_code == 302
+    actions = Actions(browser)
+    assert actions.sign_in().status_code == 302
     verifier = "v" * 43
     from models import s256
     params = {"client_id": app.client_id, "redirect_uri": REDIRECT_URI, "response_type": "code", "state": "s",
               "code_challenge": s256(verifier), "code_challenge_method": "S256"}
-    form = csrf_token(browser.get("/oauth/authorization/new", query_string=params))
-    code = query(browser.post("/oauth/authorization", data={**params, "decision": "approve", "csrf_token": form}))["code"]
+    form = actions.csrf_token(browser.get("/oauth/authorization/new", query_string=params))
+    approved = browser.post("/oauth/authorization", data={**params, "decision": "approve", "csrf_token": form})
+    code = actions.query(approved)["code"]
     db.close()
 
     after = create_app({**config, "SECRET_KEY": NEW, "SECRET_KEY_FALLBACKS": OLD})
@@ -89,7 +91,7 @@ def test_sessions_forms_and_codes_of_the_old_key_work_after_a_rotation(database_
         page = rotated.get("/oauth/authorization/new", query_string=params)
         assert page.status_code == 200 and "Approve" in page.get_data(as_text=True)  # still signed in
         approved = rotated.post("/oauth/authorization", data={**params, "decision": "approve", "csrf_token": form})
-        assert "code" in query(approved)  # a form the old key signed
+        assert "code" in actions.query(approved)  # a form the old key signed
         token = rotated.post("/oauth/token", data={"grant_type": "authorization_code", "client_id": app.client_id,
                                                    "code": code, "code_verifier": verifier,
                                                    "redirect_uri": REDIRECT_URI})

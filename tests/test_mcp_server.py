@@ -2,31 +2,19 @@
 example in a subprocess with a confidential client made by `keyfob client add`, and the MCP Python SDK client
 signing in through Keyfob's real forms. Nothing is mocked."""
 import importlib.util
-import re
-import secrets
-import subprocess
-import sys
 import time
-from pathlib import Path
-from urllib.parse import urlencode
 
 import anyio
 import httpx2
 import pytest
-from mcp.client.auth import OAuthClientProvider
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
-from live import KEYFOB, TIMEOUT, free_port, keyfob_env, keyfob_serving, stop, wait_until_answering
-from models import s256
-from test_live_server import PASSWORD, REDIRECT_URI, MemoryStorage, approve, register
-
-EXAMPLE = Path(__file__).parent.parent / "examples" / "mcp_server.py"
+from live import MCP_SERVER_EXAMPLE, TIMEOUT, Browser, SdkClient, redeem, register, revoke
 
 
 def example_module():
-    spec = importlib.util.spec_from_file_location("mcp_server_example", EXAMPLE)
+    spec = importlib.util.spec_from_file_location("mcp_server_example", MCP_SERVER_EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -35,93 +23,17 @@ def example_module():
 CACHE_SECONDS = example_module().CACHE_SECONDS
 
 
-@pytest.fixture(scope="module")
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def notes_url():
-    return f"http://127.0.0.1:{free_port()}/mcp"
-
-
-@pytest.fixture(scope="module")
-def instance(tmp_path_factory):
-    return tmp_path_factory.mktemp("instance")
-
-
-@pytest.fixture(scope="module")
-def keyfob(instance, notes_url, served_database):
-    """A real `keyfob serve` that issues tokens for the example, named Notes; one user, alice."""
-    settings = {"KEYFOB_RESOURCES": f"{notes_url}=Notes", **served_database}
-    with keyfob_serving(instance, users=[("alice", PASSWORD)], settings=settings) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def notes(keyfob, instance, notes_url, tmp_path_factory, served_database):
-    """The example MCP server, introspecting at Keyfob as the confidential client `notes-server`; its URL."""
-    added = subprocess.run([KEYFOB, "client", "add", "notes-server", "--confidential"],
-                           env=keyfob_env(instance, served_database),
-                           capture_output=True, text=True, timeout=30)
-    assert added.returncode == 0, added.stderr
-    credentials = dict(re.findall(r"^(client_id|client_secret): (\S+)$", added.stdout, re.MULTILINE))
-    env = {**keyfob_env(instance), "MCP_SERVER_CLIENT_ID": credentials["client_id"],
-           "MCP_SERVER_CLIENT_SECRET": credentials["client_secret"]}
-    log = tmp_path_factory.mktemp("notes") / "notes.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen([sys.executable, EXAMPLE, "--port", str(httpx2.URL(notes_url).port),
-                                    "--keyfob", keyfob], env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        metadata = notes_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
-        wait_until_answering(process, metadata, log, name="examples/mcp_server.py")
-        yield notes_url
-    finally:
-        stop(process)
-
-
-class SdkClient:
-    """The MCP Python SDK's OAuth client, approving each authorization through Keyfob's forms as alice,
-    and recording every response it gets as (seconds since start, method, URL, status, WWW-Authenticate)."""
-
-    def __init__(self, keyfob, notes_url):
-        self.keyfob, self.storage, self.answers, self.sent = keyfob, MemoryStorage(), [], []
-        metadata = OAuthClientMetadata(client_name="Notes test", redirect_uris=[REDIRECT_URI], response_types=["code"],
-                                       grant_types=["authorization_code", "refresh_token"])
-        self.provider = OAuthClientProvider(notes_url, metadata, self.storage, self.redirect, self.callback)
-
-    async def redirect(self, authorization_url):
-        with httpx2.Client(base_url=self.keyfob, timeout=TIMEOUT) as fresh_browser:
-            self.answers.append(await anyio.to_thread.run_sync(approve, fresh_browser, authorization_url))
-
-    async def callback(self):
-        answer = self.answers[-1]
-        return AuthorizationCodeResult(code=answer["code"], state=answer["state"], iss=answer["iss"])
-
-    async def record(self, response):
-        request = response.request
-        self.sent.append((time.monotonic(), request.method, str(request.url).split("?")[0], response.status_code,
-                          response.headers.get("WWW-Authenticate")))
-
-    def statuses(self, since=0):
-        return [(method, url, status) for at, method, url, status, _ in self.sent if at >= since]
-
-
 async def call(session, tool, **arguments):
     result = await session.call_tool(tool, arguments)
     assert not result.is_error, result
     return result.structured_content
 
 
-def revoke(keyfob, token, client_id):
-    return httpx2.post(f"{keyfob}/oauth/revocation", data={"token": token, "client_id": client_id}, timeout=TIMEOUT)
-
-
 @pytest.mark.anyio
 async def test_sdk_client_signs_in_steps_up_for_write_and_loses_access_on_revocation(keyfob, notes):
-    sdk = SdkClient(keyfob, notes)
+    sdk = SdkClient(keyfob, notes, "Notes test")
     metadata = notes.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
-    async with httpx2.AsyncClient(auth=sdk.provider, timeout=TIMEOUT, event_hooks={"response": [sdk.record]}) as http:
+    async with sdk.http() as http:
         async with streamable_http_client(notes, http_client=http) as (read, write), \
                 ClientSession(read, write) as session:
             with anyio.fail_after(60):
@@ -172,14 +84,10 @@ def raw_call(notes, token, tool, **arguments):
 
 def keyfob_token(keyfob, scope, **params):
     """A token from Keyfob's forms for a newly registered public client, with extra authorize parameters."""
-    client_id, verifier = register(keyfob), secrets.token_urlsafe(48)
-    query = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "state": "s",
-             "code_challenge": s256(verifier), "code_challenge_method": "S256", "scope": scope, **params}
-    with httpx2.Client(base_url=keyfob, timeout=TIMEOUT) as browser:
-        code = approve(browser, f"{keyfob}/oauth/authorization/new?{urlencode(query)}")["code"]
-    response = httpx2.post(f"{keyfob}/oauth/token", timeout=TIMEOUT, data={
-        "grant_type": "authorization_code", "client_id": client_id, "code": code, "code_verifier": verifier,
-        "redirect_uri": REDIRECT_URI, **params})
+    client_id = register(keyfob).json()["client_id"]
+    with Browser(keyfob) as browser:
+        code, verifier = browser.authorize(client_id, scope=scope, **params)
+    response = redeem(keyfob, client_id, code, verifier, **params)
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 

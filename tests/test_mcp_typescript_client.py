@@ -1,6 +1,7 @@
 """The MCP TypeScript SDK client (`@modelcontextprotocol/sdk`, pinned in tests/ts) against examples/mcp_server.py
-and `keyfob serve`, started exactly as tests/test_mcp_server.py starts them. tests/ts/client_flow.mjs signs in
-through Keyfob's real forms and prints what it got and everything it sent; this module asserts on that."""
+and `keyfob serve`, started exactly as for tests/test_mcp_server.py (conftest's `notes` and `keyfob`).
+tests/ts/client_flow.mjs signs in through Keyfob's real forms and prints what it got and everything it sent; this
+module asserts on that."""
 import json
 import shutil
 import subprocess
@@ -8,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from actions import PASSWORD
 from live import keyfob_env
-from test_live_server import PASSWORD
-from test_mcp_server import instance, keyfob, notes, notes_url  # noqa: F401  (fixtures: this module's own servers)
 
 TS = Path(__file__).parent / "ts"
 
@@ -27,10 +27,11 @@ def node_modules():
 
 
 @pytest.fixture(scope="module")
-def flow(node_modules, keyfob, notes, instance):
+def flow(node_modules, keyfob, notes, keyfob_instance):
     """What client_flow.mjs printed after signing in as alice, calling whoami, and stepping up for add_note."""
     ran = subprocess.run(["node", "client_flow.mjs", notes, "--username", "alice"], cwd=TS, timeout=90,
-                         env={**keyfob_env(instance), "KEYFOB_PASSWORD": PASSWORD}, capture_output=True, text=True)
+                         env={**keyfob_env(keyfob_instance), "KEYFOB_PASSWORD": PASSWORD}, capture_output=True,
+                         text=True)
     assert ran.returncode == 0, ran.stderr
     return json.loads(ran.stdout)
 

@@ -18,7 +18,7 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import ISSUER, PASSWORD, REDIRECT_URI, csrf_token
+from actions import ISSUER, PASSWORD, REDIRECT_URI
 from models import (CODE_CHALLENGE, AccessToken, Refused, AuthorizationCode, Client, RedeemedCode, User, canonical_scope,
                     loopback_parts, now, printable_name, s256, usable_password)
 
@@ -263,10 +263,10 @@ def sign_in_state(client, user):
             session.pop("user_id", None)
 
 
-def csrf_headers(client, mode):
+def csrf_headers(actions, mode):
     """A valid CSRF token in the header Flask-WTF reads when the form has none, a hostile one, or none."""
     if mode == "valid":
-        return {"X-CSRFToken": csrf_token(client.get("/session/new"))}
+        return {"X-CSRFToken": actions.csrf_token(actions.client.get("/session/new"))}
     return {"X-CSRFToken": mode} if mode else {}
 
 
@@ -338,9 +338,9 @@ def test_authorization_page_answers_hostile_requests_with_a_page_or_an_allowed_r
 @properties
 @given(data=st.data(), signed_in=st.booleans(), csrf=csrf_modes)
 def test_authorization_decision_answers_hostile_forms_with_a_page_or_an_allowed_redirect(
-        app, client, user, oauth_client, authorize_params, pkce, data, signed_in, csrf):
+        app, client, actions, user, oauth_client, authorize_params, pkce, data, signed_in, csrf):
     sign_in_state(client, user if signed_in else None)
-    headers = csrf_headers(client, csrf)
+    headers = csrf_headers(actions, csrf)
     body, content_type = data.draw(forms({**authorize_params, "decision": "approve"}, least=0))
     before = rows()
     response = post(client, "/oauth/authorization", body, content_type, headers)
@@ -469,7 +469,7 @@ def test_api_answers_hostile_credentials_with_a_bearer_challenge_and_keeps_the_t
 # Sign-in and the account pages: HTML, and a write only from a valid form with a valid CSRF token.
 @settings(properties, max_examples=10)  # each attempt with a username and a password costs 0.1 s of scrypt
 @given(data=st.data())
-def test_sign_in_answers_hostile_credentials_with_a_page_and_signs_in_only_alice(client, user, data):
+def test_sign_in_answers_hostile_credentials_with_a_page_and_signs_in_only_alice(client, actions, user, data):
     sign_in_state(client, None)
     params = data.draw(hostile_params({"username": "alice", "password": PASSWORD}))
     body, content_type = data.draw(st.just((form_body(params), FORM)) | garbage)
@@ -477,7 +477,7 @@ def test_sign_in_answers_hostile_credentials_with_a_page_and_signs_in_only_alice
     valid = (content_type == FORM and body == form_body(params) and len(body) <= 64 * 1024
              and (first.get("username", "").strip(), first.get("password")) == ("alice", PASSWORD))
     before = rows()
-    response = post(client, "/session", body, content_type, csrf_headers(client, "valid"))
+    response = post(client, "/session", body, content_type, csrf_headers(actions, "valid"))
     assert_page(response)
     assert rows() == before
     assert response.status_code in ((302,) if valid else (401, 413))
@@ -492,9 +492,9 @@ def personal_token(user):
 @properties
 @given(data=st.data(), csrf=csrf_modes)
 def test_personal_token_form_answers_hostile_input_with_a_page_and_mints_only_clean_tokens(
-        client, signed_in, personal_token, data, csrf):
+        client, actions, signed_in, personal_token, data, csrf):
     sign_in_state(client, signed_in)
-    headers = csrf_headers(client, csrf)
+    headers = csrf_headers(actions, csrf)
     body, content_type = data.draw(forms({"description": "Backup script", "scope": "read write"}, least=0))
     before = rows()
     response = post(client, "/my/access_tokens", body, content_type, headers)
@@ -517,9 +517,9 @@ def own_app(user):
 @properties
 @given(data=st.data(), csrf=csrf_modes, change=st.booleans())
 def test_app_form_answers_hostile_input_with_a_page_and_saves_only_clean_apps(
-        client, signed_in, own_app, data, csrf, change):
+        client, actions, signed_in, own_app, data, csrf, change):
     sign_in_state(client, signed_in)
-    headers = csrf_headers(client, csrf)
+    headers = csrf_headers(actions, csrf)
     uris = st.lists(uri_candidates, max_size=3).map("\n".join) | hostile_versions(REDIRECT_URI)
     body, content_type = data.draw(forms({"name": "My app", "redirect_uris": REDIRECT_URI, "kind": "public"}, least=0,
                                          redirect_uris=uris))
@@ -552,7 +552,7 @@ def others_app(other_user):
 @properties
 @given(route=st.sampled_from(ACCOUNT_PATHS), csrf=st.sampled_from(["valid", None]), data=st.data())
 def test_account_pages_answer_hostile_paths_with_a_page_and_touch_nothing_of_the_users(
-        client, signed_in, access_token, personal_token, own_app, others_app, data, route, csrf):
+        client, actions, signed_in, access_token, personal_token, own_app, others_app, data, route, csrf):
     sign_in_state(client, signed_in)
     segment = data.draw(st.one_of(
         texts.filter(lambda text: not text.isdecimal()),  # Werkzeug's int converter reads any script's digits
@@ -561,7 +561,7 @@ def test_account_pages_answer_hostile_paths_with_a_page_and_touch_nothing_of_the
     method, path = route.split(" ")
     before = rows()
     response = client.open(path.format(quote_from_bytes(segment.encode("utf-8", "surrogatepass"), safe="")),
-                           method=method, headers=csrf_headers(client, csrf))
+                           method=method, headers=csrf_headers(actions, csrf))
     assert_page(response)
     assert response.status_code == 200 if "?" in path else 400 <= response.status_code < 500
     assert rows() == before and bearer_works(client, access_token.token) and bearer_works(client, personal_token.token)

@@ -2,26 +2,22 @@
 then everything the database stores (SQLite's files and write-ahead log, or a dump of PostgreSQL's rows)."""
 import logging
 
-from conftest import PASSWORD, csrf_token, query, stored_bytes
+from actions import PASSWORD
 from models import digest, s256
 
 WRONG_PASSWORD = "not the password, 4417"
 CALLBACK = "http://127.0.0.1:50123/callback"
 
 
-def database_bytes(app):
-    return stored_bytes(app.config["DATABASE_URL"])
-
-
-def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, user, caplog):
+def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, actions, user, caplog, stored_bytes):
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger=app.logger.name)
     secrets = [PASSWORD, WRONG_PASSWORD]
 
-    registration = client.post("/oauth/clients", json={"client_name": "Flow", "redirect_uris": [CALLBACK]})
+    registration = actions.register("Flow", CALLBACK)
     client_id = registration.json["client_id"]
 
-    sign_in_token = csrf_token(client.get("/session/new"))
+    sign_in_token = actions.csrf_token(client.get("/session/new"))
     secrets.append(sign_in_token)
     wrong = client.post("/session", data={"username": "alice", "password": WRONG_PASSWORD, "csrf_token": sign_in_token})
     assert wrong.status_code == 401
@@ -31,9 +27,9 @@ def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, user, 
     verifier = "secret-verifier-" + "v" * 48
     params = {"client_id": client_id, "redirect_uri": CALLBACK, "response_type": "code", "state": "s",
               "code_challenge": s256(verifier), "code_challenge_method": "S256", "scope": "read write"}
-    consent_token = csrf_token(client.get("/oauth/authorization/new", query_string=params))
+    consent_token = actions.csrf_token(client.get("/oauth/authorization/new", query_string=params))
     approved = client.post("/oauth/authorization", data={**params, "decision": "approve", "csrf_token": consent_token})
-    code = query(approved)["code"]
+    code = actions.query(approved)["code"]
     secrets += [consent_token, verifier, code]
 
     exchange = {"grant_type": "authorization_code", "client_id": client_id, "code": code,
@@ -47,7 +43,7 @@ def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, user, 
     bearer = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/me", headers=bearer).json["user"] == "alice"
 
-    stored = database_bytes(app)
+    stored = stored_bytes()
     assert digest(token).encode() in stored
     assert token.encode() not in stored and PASSWORD.encode() not in stored
 
@@ -58,5 +54,5 @@ def test_no_secret_reaches_a_log_record_or_the_database_file(app, client, user, 
     assert any(record.name == "peewee" for record in caplog.records), "DEBUG logging was not captured"
     logged = caplog.text + "".join(repr(vars(record)) for record in caplog.records)
     assert [secret for secret in secrets if secret in logged] == []
-    stored = database_bytes(app)
+    stored = stored_bytes()
     assert [secret for secret in secrets if secret.encode() in stored] == []

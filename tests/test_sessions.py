@@ -1,11 +1,11 @@
 """Sign-in and sign-out."""
 import pytest
 
-from conftest import PASSWORD, csrf_token, sign_in
+from actions import PASSWORD, Actions
 
 
-def test_sign_in_goes_home_when_nothing_was_waiting(client, user):
-    response = sign_in(client)
+def test_sign_in_goes_home_when_nothing_was_waiting(client, actions, user):
+    response = actions.sign_in()
     assert response.status_code == 302 and response.location == "/"
     assert "Signed in as" in client.get("/").get_data(as_text=True)
 
@@ -14,9 +14,9 @@ def test_home_asks_a_signed_out_browser_to_sign_in(client):
     assert client.get("/").location == "/session/new"
 
 
-def test_sign_in_does_not_reveal_whether_a_user_exists(client, user):
-    wrong_password = sign_in(client, "alice", "wrong")
-    unknown_user = sign_in(client, "nobody", "wrong")
+def test_sign_in_does_not_reveal_whether_a_user_exists(client, actions, user):
+    wrong_password = actions.sign_in("alice", "wrong")
+    unknown_user = actions.sign_in("nobody", "wrong")
     assert wrong_password.status_code == unknown_user.status_code == 401
     message = "That username and password do not match."
     assert message in wrong_password.get_data(as_text=True) and message in unknown_user.get_data(as_text=True)
@@ -28,14 +28,14 @@ def test_sign_in_without_a_csrf_token_signs_nobody_in(client, user):
     assert response.status_code == 400 and client.get("/").status_code == 302
 
 
-def test_sign_in_only_returns_to_local_paths(client, user):
+def test_sign_in_only_returns_to_local_paths(client, actions, user):
     with client.session_transaction() as session:
         session["return_to"] = "//evil.example/"
-    assert sign_in(client).location == "/"
+    assert actions.sign_in().location == "/"
 
 
-def test_sign_out_ends_the_session(client, signed_in):
-    token = csrf_token(client.get("/"))
+def test_sign_out_ends_the_session(client, actions, signed_in):
+    token = actions.csrf_token(client.get("/"))
     assert client.post("/session/destroy", data={"csrf_token": token}).location == "/session/new"
     assert client.get("/").status_code == 302
 
@@ -48,7 +48,7 @@ def test_sign_in_works_over_https_where_the_referer_is_checked(config, tmp_path,
     assert form.headers["Referrer-Policy"] == "same-origin"  # so browsers send the Referer the check needs
     response = browser.post("/session", base_url="https://auth.example.test",
                             headers={"Referer": "https://auth.example.test/session/new"},
-                            data={"username": "alice", "password": PASSWORD, "csrf_token": csrf_token(form)})
+                            data={"username": "alice", "password": PASSWORD, "csrf_token": Actions.csrf_token(form)})
     assert response.status_code == 302
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("keyfob_session=") and "Secure" in cookie and "HttpOnly" in cookie and "Expires" in cookie
@@ -66,15 +66,15 @@ class TestRateLimit:
     def config(self, config):
         return {**config, "RATELIMIT_ENABLED": True}
 
-    def test_sign_in_is_limited_per_username_across_addresses(self, client, user):
-        token = csrf_token(client.get("/session/new"))
+    def test_sign_in_is_limited_per_username_across_addresses(self, client, actions, user):
+        token = actions.csrf_token(client.get("/session/new"))
         answers = [client.post("/session", data={"username": "Alice", "password": "guess", "csrf_token": token},
                                environ_base={"REMOTE_ADDR": f"10.0.0.{n}"}) for n in range(6)]
         assert [answer.status_code for answer in answers] == [401] * 5 + [429]
         assert "Too Many Requests" in answers[5].get_data(as_text=True)
 
-    def test_sign_in_is_limited_per_address(self, client, user):
-        token = csrf_token(client.get("/session/new"))
+    def test_sign_in_is_limited_per_address(self, client, actions, user):
+        token = actions.csrf_token(client.get("/session/new"))
         answers = [client.post("/session", data={"username": f"user{n}", "password": "guess", "csrf_token": token})
                    for n in range(11)]
         assert [answer.status_code for answer in answers] == [401] * 10 + [429]
@@ -85,9 +85,3 @@ def test_a_session_ends_twelve_hours_after_signing_in_however_often_it_was_writt
     with client.session_transaction() as session:
         session["signed_in_at"] -= 12 * 60 * 60
     assert client.get("/").status_code == 302
-
-
-def test_database_urls_are_printed_without_their_password():
-    from cli import masked_url
-    assert masked_url("postgresql://keyfob:hunter2@db:5432/keyfob") == "postgresql://keyfob:***@db:5432/keyfob"
-    assert masked_url("postgresql://db/keyfob?user=k&password=hunter2&x=1") == "postgresql://db/keyfob?user=k&password=***&x=1"

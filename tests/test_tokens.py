@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from conftest import REDIRECT_URI, query, sign_in
+from actions import REDIRECT_URI
 from models import AccessToken, AuthorizationCode, User
 
 
@@ -125,11 +125,11 @@ def test_a_replay_without_the_verifier_does_not_revoke_the_token(client, exchang
     assert AccessToken.authenticate(first.json["access_token"])
 
 
-def test_a_fresh_code_works_after_a_replay(client, exchange, approve, authorize_params):
+def test_a_fresh_code_works_after_a_replay(client, actions, exchange, authorize_params):
     client.post("/oauth/token", data=exchange)
     client.post("/oauth/token", data=exchange)
-    sign_in(client)
-    fresh = query(approve(authorize_params))["code"]
+    actions.sign_in()
+    fresh = actions.query(actions.approve(authorize_params))["code"]
     assert client.post("/oauth/token", data={**exchange, "code": fresh}).status_code == 200
 
 
