@@ -17,15 +17,16 @@ from peewee import DataError, InterfaceError, OperationalError, SqliteDatabase
 from werkzeug.exceptions import HTTPException
 
 import migrations
-from models import AuditEvent, SecretKeyCheck, db, scope_words
-from oauth import MACHINE_ENDPOINTS, OAuthError, csrf, is_machine_request, limiter, machine_endpoint
+from models import AuditEvent, RedirectTrust, SecretKeyCheck, db, scope_words
+from oauth import MACHINE_ENDPOINTS, MACHINE_PATHS, OAuthError, csrf, is_machine_request, limiter, machine_endpoint
 from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, introspections,
                    metadata, revocations, sessions, tokens)
 
 BLUEPRINTS = (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, introspections,
               metadata, revocations, sessions, tokens)
+TRUST_SETTINGS = ("TRUSTED_REDIRECT_SCHEMES", "TRUSTED_REDIRECT_HOSTS")
 STRING_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "ISSUER", "DATABASE_URL", "RATELIMIT_STORAGE_URI",
-                   "RESOURCES")
+                   "RESOURCES", *TRUST_SETTINGS)
 CHECKPOINT_PAGES = 10_000  # a request that commits past this copies the log into the file; `serve` does it sooner
 HTTP_ERRORS = {401: "invalid_client", 404: "not_found", 413: "invalid_request", 429: "slow_down",
                503: "temporarily_unavailable"}
@@ -59,6 +60,7 @@ def load_settings(app, config):
     app.config["ISSUER"] = (app.config.get("ISSUER") or "").rstrip("/") or None
     app.config["RESOURCES"] = parse_resources(app.config.get("RESOURCES") or "")
     app.config["IDLE_TOKEN_DAYS"] = idle_token_days(app.config.get("IDLE_TOKEN_DAYS"))
+    app.config["REDIRECT_TRUST"] = RedirectTrust.parse(*map(app.config.get, TRUST_SETTINGS))
     app.config["SESSION_COOKIE_SECURE"] = (app.config["ISSUER"] or "").startswith("https://")
 
 
@@ -162,8 +164,8 @@ def prepare_database(app):
 
 
 def checkpoint_often(app, every):
-    """Copy SQLite's write-ahead log into the database file every few seconds, in a thread of its own: left
-    to the commits, every few hundred flows one request would wait on the copy and its fsync."""
+    """Copy SQLite's log into the database file in a thread of its own: left to the commits, every few hundred
+    flows one request would wait on the copy and its fsync."""
     def run():
         while True:
             time.sleep(every)
@@ -176,9 +178,8 @@ def checkpoint_often(app, every):
 
 
 class Connections:
-    """Each thread keeps its database connection between requests. One opened before the latest outage
-    may look idle and well while the server behind it is gone (PostgreSQL restarted): it is replaced
-    before it fails a request."""
+    """Each thread keeps its database connection between requests. One opened before the latest outage may look
+    well while the server behind it is gone (PostgreSQL restarted): it is replaced before it fails a request."""
 
     def __init__(self):
         self.outages, self.local = 0, threading.local()
@@ -210,8 +211,7 @@ def serve_pages_and_endpoints(app):
         app.register_blueprint(module.bp)
         if module.bp.name in MACHINE_ENDPOINTS:
             machine_endpoint(module.bp)
-    app.add_template_filter(when)
-    app.add_template_filter(scope_words)
+    app.jinja_env.filters.update(when=when, scope_words=scope_words)
     app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)
@@ -241,7 +241,7 @@ def allow_cross_origin(app):
     (always_send=False), and matching every request's path against its resources would cost each bearer
     check about 10 µs for nothing."""
     CORS(app, resources={f"^{path}.*" if path.endswith("/") else f"^{path}$": {}
-                         for path in MACHINE_ENDPOINTS.values()},
+                         for path in MACHINE_PATHS},
          allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
          expose_headers=["WWW-Authenticate"], supports_credentials=False, send_wildcard=True, always_send=False)
     # flask-cors has no public way to run only for some requests: take back the hook CORS() just added, last

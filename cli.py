@@ -139,11 +139,12 @@ def list_clients():
 def add_client(name, confidential, redirect_uris):
     """Register a client as the operator: a resource server that introspects tokens needs --confidential
     and no redirect URI; an app that signs people in needs its redirect URIs."""
-    try:
-        Client.validate_app(name, list(redirect_uris), signs_people_in=not confidential)
-    except Refused as refusal:
-        raise click.ClickException(str(refusal)) from None
-    with command_database():
+    with command_database() as started:
+        try:
+            Client.validate_app(name, list(redirect_uris), started.config["REDIRECT_TRUST"],
+                                signs_people_in=not confidential)
+        except Refused as refusal:
+            raise click.ClickException(str(refusal)) from None
         app = Client.registered_by_operator(name, list(redirect_uris), confidential=confidential)
     click.echo(f"client_id: {app.client_id}")
     if confidential:
@@ -294,9 +295,9 @@ def started_app(config=None):
 
 @contextlib.contextmanager
 def command_database():
-    started_app()
+    app = started_app()
     with db.connection_context():
-        yield
+        yield app
 
 
 def masked_url(url):

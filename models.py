@@ -44,6 +44,11 @@ LOOPBACK_URI = re.compile(
     r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(0|[1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
 HTTPS_URI = re.compile(
     r"https://((?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z](?:[a-z0-9-]*[a-z0-9])?)(?::([1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
+PRIVATE_USE_URI = re.compile(r"([a-z][a-z0-9+.-]*):(?!//[^/?#]*@)([\x21-\x7e]+)")  # no userinfo in an authority
+BROWSER_SCHEMES = frozenset({  # schemes a browser handles itself, so never a native app's (RFC 8252 §7.1)
+    "about", "blob", "chrome", "chrome-extension", "data", "edge", "file", "filesystem", "ftp", "http", "https",
+    "intent", "javascript", "jar", "mailto", "moz-extension", "resource", "sms", "tel", "vbscript", "view-source",
+    "ws", "wss"})
 CODE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
@@ -55,6 +60,9 @@ class Refused(ValueError):
     def __init__(self, *reasons):
         super().__init__(" ".join(reasons))
         self.reasons = list(reasons)
+
+
+DAY = 24 * 60 * 60
 
 
 def now():
@@ -108,6 +116,19 @@ def loopback_parts(uri):
     return (match[1], match[2], rest) if plain_path(rest) else None
 
 
+def https_host(uri):
+    """The host of an https URI with a plain host name (lower case ASCII, no userinfo), a port in range and a
+    plain path, else None."""
+    match = HTTPS_URI.fullmatch(uri) if isinstance(uri, str) else None
+    return match[1] if match and int(match[2] or 443) <= 65535 and plain_path(match[3] or "") else None
+
+
+def app_scheme(uri):
+    """The scheme of a native app's private-use URI (RFC 8252 §7.1: com.example.app:/cb), else None."""
+    match = PRIVATE_USE_URI.fullmatch(uri) if isinstance(uri, str) else None
+    return match[1] if match and match[1] not in BROWSER_SCHEMES and plain_path(match[2]) else None
+
+
 def plain_path(rest):
     """No fragment, backslash or dot-segment (encoded or not) in a URI's path and query."""
     segments = rest.split("?")[0].lower().replace("%2e", ".").split("/")
@@ -117,6 +138,37 @@ def plain_path(rest):
 def printable_name(name):
     """A name without control, format (bidi) or surrogate characters, which could disguise it when shown."""
     return "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs")).strip()
+
+
+class RedirectTrust(NamedTuple):
+    """Where, beyond http loopback, the operator lets clients that register themselves send people back: the
+    single-word schemes of native apps (KEYFOB_TRUSTED_REDIRECT_SCHEMES; a scheme with a period needs no trust)
+    and https hosts (KEYFOB_TRUSTED_REDIRECT_HOSTS)."""
+    schemes: frozenset = frozenset({"cursor", "vscode", "vscode-insiders"})  # the matrix's clients (README)
+    hosts: frozenset = frozenset()
+
+    @classmethod
+    def parse(cls, schemes=None, hosts=None):
+        """From the settings' comma-separated words (unset: the defaults); Refused names what cannot be trusted."""
+        schemes = cls._field_defaults["schemes"] if schemes is None else words(schemes)
+        hosts = frozenset() if hosts is None else words(hosts)
+        refused = ([f"KEYFOB_TRUSTED_REDIRECT_SCHEMES: {scheme!r} is not an app's scheme" for scheme in schemes
+                    if app_scheme(f"{scheme}:/") != scheme] +
+                   [f"KEYFOB_TRUSTED_REDIRECT_HOSTS: {host!r} is not a host name (lower case, IDN in its xn-- form)"
+                    for host in hosts if https_host(f"https://{host}/") != host])
+        if refused:
+            raise Refused(*refused)
+        return cls(frozenset(schemes), frozenset(hosts))
+
+
+def allows(metadata, name, value, default=None):
+    """Whether client metadata's list `name` holds value; absent, it holds RFC 7591 §2's default."""
+    values = metadata.get(name, [value] if default is None else default)
+    return isinstance(values, list) and value in values
+
+
+def words(setting):
+    return {word.strip() for word in setting.split(",") if word.strip()}
 
 
 # Two of peewee's internals, each used in one place on the request path. Checked against peewee 4.5;
@@ -234,7 +286,7 @@ class Client(BaseModel):
     MAX_REDIRECT_URIS = 10
     MAX_REDIRECT_URI_LENGTH = 512
     SECRET_METHODS = ("client_secret_basic", "client_secret_post")
-    UNUSED_KEPT_FOR = 30 * 24 * 60 * 60
+    UNUSED_KEPT_FOR = 30 * DAY
     CONSENT_IN_FLIGHT_FOR = 60 * 60
     AUTHORIZATION_RECORDED_EVERY = 10 * 60
 
@@ -290,22 +342,29 @@ class Client(BaseModel):
         return client
 
     @classmethod
-    def fields_from_document(cls, url, document):
+    def fields_from_document(cls, url, document, trust=RedirectTrust()):
         """The name, redirect URIs and scope a Client ID Metadata Document gives its client; Refused unless it is
-        a JSON object that names itself by url and describes a public client."""
+        a JSON object that names itself by url, allows the code flow for a public client (whatever else it also
+        allows) and lists a redirect URI that may be registered."""
         if not isinstance(document, dict):
             raise Refused("it is not a JSON object")
         if document.get("client_id") != url:
             raise Refused("its client_id is not the URL it was fetched from")
-        if document.get("token_endpoint_auth_method", "none") != "none" or "client_secret" in document:
-            raise Refused("it must describe a public client (token_endpoint_auth_method none)")
+        if not allows(document, "grant_types", "authorization_code") or not allows(document, "response_types", "code"):
+            raise Refused("it does not allow the authorization_code grant with the code response type")
+        method, methods = document.get("token_endpoint_auth_method", "none"), "token_endpoint_auth_methods_supported"
+        if "client_secret" in document or not (method == "none" or allows(document, methods, "none", default=())):
+            raise Refused(f"it must allow a public client (token_endpoint_auth_method none): {str(method)[:40]} needs a"
+                          " secret or a key that Keyfob does not check")
         name, uris, scope = document.get("client_name"), document.get("redirect_uris"), document.get("scope")
         if not isinstance(name, str) or not 0 < len(printable_name(name)) <= 255:
             raise Refused("its client_name is missing or longer than 255 characters")
+        listed = uris if isinstance(uris, list) and len(uris) <= cls.MAX_REDIRECT_URIS else []
         try:
-            cls.validate_app(name, uris if isinstance(uris, list) and all(isinstance(uri, str) for uri in uris) else [])
+            uris = cls.registrable_redirects(listed, trust, any_https=True)
         except Refused:
-            raise Refused(f"its redirect_uris must be 1 to {cls.MAX_REDIRECT_URIS} https or http loopback URIs") from None
+            raise Refused(f"its redirect_uris must list 1 to {cls.MAX_REDIRECT_URIS} https, http loopback or app URIs"
+                          " (any others are left aside)") from None
         return {"name": printable_name(name), "redirect_uris": uris,
                 "scope": canonical_scope(scope if isinstance(scope, str) else "read write") or "read write"}
 
@@ -343,32 +402,63 @@ class Client(BaseModel):
         return CLIENT_SECRET + secrets.token_urlsafe(32)
 
     @classmethod
-    def validate_app(cls, name, redirect_uris, signs_people_in=True, app_type="public"):
+    def validate_app(cls, name, redirect_uris, trust=RedirectTrust(), signs_people_in=True, app_type="public"):
         """Refused, with every reason in words for the app's form, unless the name, redirect URIs and type are
         fit. Only an app that signs people in needs a redirect URI (a resource server introspecting has none)."""
         reasons = [] if 0 < len(printable_name(name)) <= 255 else ["Give the app a name of at most 255 characters."]
         if not int(signs_people_in) <= len(redirect_uris) <= cls.MAX_REDIRECT_URIS:
             reasons.append(f"Give between 1 and {cls.MAX_REDIRECT_URIS} redirect URIs.")
-        reasons += [f"{uri[:80]} is not an https or http loopback URI without a fragment."
-                    for uri in redirect_uris if not cls.registrable_app_redirect(uri)]
+        reasons += [f"{uri[:80]} is not an https, http loopback or app URI without a fragment."
+                    for uri in redirect_uris if not cls.registrable_redirect(uri, trust, any_https=True)]
         if app_type not in cls.APP_TYPES:
             reasons.append("Choose public or confidential.")
         if reasons:
             raise Refused(*reasons)
 
     @classmethod
-    def registrable_app_redirect(cls, uri):
-        """Apps registered through the pages may also use https, matched exactly: a plain, non-loopback host
-        name, a port within range, no userinfo, fragment or dot-segments."""
-        https = HTTPS_URI.fullmatch(uri) if len(uri) <= cls.MAX_REDIRECT_URI_LENGTH else None
-        if https is None:
-            return cls.registrable_redirect(uri)
-        return https[1] != "localhost" and int(https[2] or 443) <= 65535 and plain_path(https[3] or "")
+    def registrable_redirects(cls, uris, trust=RedirectTrust(), any_https=False):
+        """The URIs a client may register, in order and once each; Refused, with each URI's reason, if there are
+        none. A registration gets what may be registered of what it asked for (RFC 7591 §3.2.1)."""
+        accepted, reasons = [], []
+        for uri in uris:
+            try:
+                cls.check_redirect(uri, trust, any_https)
+                if uri not in accepted:
+                    accepted.append(uri)
+            except Refused as refusal:
+                reasons.append(f"{str(uri)[:80]} {refusal}")
+        if not accepted:
+            raise Refused(*reasons)
+        return accepted
 
     @classmethod
-    def registrable_redirect(cls, uri):
-        """Dynamically registered clients may only redirect to http loopback (RFC 8252 §7.3)."""
-        return isinstance(uri, str) and len(uri) <= cls.MAX_REDIRECT_URI_LENGTH and loopback_parts(uri) is not None
+    def registrable_redirect(cls, uri, trust=RedirectTrust(), any_https=False):
+        try:
+            cls.check_redirect(uri, trust, any_https)
+            return True
+        except Refused:
+            return False
+
+    @classmethod
+    def check_redirect(cls, uri, trust=RedirectTrust(), any_https=False):
+        """Refused, saying why, unless uri may be registered: http loopback (RFC 8252 §7.3), a native app's
+        private-use URI (§7.1) whose scheme has a period or is trusted, or https on a trusted host. Apps
+        registered here and metadata documents may use any https host (any_https), matched exactly."""
+        scheme = uri.partition(":")[0].lower() if isinstance(uri, str) else ""
+        if not isinstance(uri, str) or not 0 < len(uri) <= cls.MAX_REDIRECT_URI_LENGTH:
+            raise Refused(f"is not a URI of at most {cls.MAX_REDIRECT_URI_LENGTH} characters")
+        if scheme == "http" and not loopback_parts(uri):
+            raise Refused("is not http loopback (127.0.0.1, [::1] or localhost) with a plain path")
+        host = https_host(uri) if scheme == "https" else None
+        if scheme == "https" and (host in (None, "localhost") or not (any_https or host in trust.hosts)):
+            raise Refused("is not https on a host this server trusts (KEYFOB_TRUSTED_REDIRECT_HOSTS)")
+        if scheme in BROWSER_SCHEMES - {"http", "https"}:
+            raise Refused(f"uses {scheme}:, which the browser handles itself")
+        if scheme not in ("http", "https") and app_scheme(uri) is None:
+            raise Refused("is not a plain URI (no fragment, userinfo, dot-segment, space or control character)")
+        if scheme not in ("http", "https") and "." not in scheme and scheme not in trust.schemes:
+            raise Refused(f"uses {scheme}:, which is not a trusted app scheme (a native app's has a period, such as"
+                          " com.example.app, or is in KEYFOB_TRUSTED_REDIRECT_SCHEMES)")
 
     @classmethod
     def owned_by(cls, user):
@@ -488,6 +578,7 @@ class BearerToken(NamedTuple):
     resource: str | None
     user_id: int
     created_at: int
+    expires_at: int | None = None  # only when idle tokens expire (KEYFOB_IDLE_TOKEN_DAYS)
 
 
 class AccessToken(BaseModel):
@@ -552,9 +643,11 @@ class AccessToken(BaseModel):
         return token
 
     @classmethod
-    def authenticate(cls, token, at=None):
-        """The BearerToken a presented token stands for, else None; records its use at most once a minute.
-        Fixed SQL on the driver's cursor: every API call runs it, and peewee's wrapper would double its cost."""
+    def authenticate(cls, token, idle_days=0, at=None):
+        """The BearerToken a presented token stands for, else None; records its use at most once a minute. With
+        idle_days, a token unused that long is refused, swept or not, and one in use expires that long after
+        its last recorded use. Fixed SQL on the driver's cursor: every API call runs it, and peewee's wrapper
+        would double its cost."""
         if not isinstance(token, str) or not token.startswith(SECRET) or len(token) > cls.MAX_LENGTH \
                 or not token.isascii():
             return None
@@ -568,10 +661,13 @@ class AccessToken(BaseModel):
             row = cursor.fetchone()
         if row is None:
             return None
-        at = at or now()
+        at, last_use = at or now(), row[7] or row[6]
+        if idle_days and at - last_use >= idle_days * DAY:
+            return None
         if row[7] is None or at - row[7] >= cls.USE_RECORDED_EVERY:
             db.execute_sql(f"UPDATE access_tokens SET last_used_at = {db.param} WHERE id = {db.param}", (at, row[0]))
-        return BearerToken(*row[:7])
+            last_use = at
+        return BearerToken(*row[:7], expires_at=last_use + idle_days * DAY if idle_days else None)
 
     @classmethod
     def connected_apps(cls, user):
@@ -597,7 +693,7 @@ class AccessToken(BaseModel):
         days ago; how many. No days, no sweep."""
         if not days:
             return 0
-        idle_since = (at or now()) - days * 24 * 60 * 60
+        idle_since = (at or now()) - days * DAY
         return cls.delete().where(fn.COALESCE(cls.last_used_at, cls.created_at) < idle_since).execute()
 
     @classmethod

@@ -12,6 +12,9 @@ Every bearer token is checked with Keyfob's token introspection (RFC 7662), as t
 token must be active, bound to this server's resource URL (`aud`, RFC 8707) and carry `read`; `add_note` needs
 `write` too. An active answer is kept for CACHE_SECONDS = 5 seconds, counted from before the question was sent, so
 a token revoked at Keyfob stops working here at most 5 seconds later. Notes live in memory, per user.
+
+Some clients (Claude, when it cannot read the metadata) look for /authorize, /token and /register on the MCP
+server's own host: /authorize sends the browser on to Keyfob, and /token and /register are passed through to it.
 """
 import argparse
 import hashlib
@@ -28,7 +31,9 @@ from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
-from starlette.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
 
 CACHE_SECONDS = 5
 WRITE_TOOLS = {"add_note"}
@@ -142,8 +147,29 @@ def add_note(text: str) -> dict[str, int]:
     return {"notes": len(mine)}
 
 
+def keyfob_aliases(keyfob):
+    """/authorize, /token and /register, for clients that look for them here rather than where the metadata says."""
+    async def authorize(request):
+        query = request.url.query
+        return RedirectResponse(f"{keyfob}/oauth/authorization/new" + (f"?{query}" if query else ""), 302)
+
+    def passed_to(path):
+        async def forward(request):
+            headers = {name: value for name, value in request.headers.items()
+                       if name in ("authorization", "content-type", "accept")}
+            async with httpx2.AsyncClient(timeout=10) as http:
+                answer = await http.post(f"{keyfob}{path}", content=await request.body(), headers=headers)
+            kept = {name: value for name, value in answer.headers.items()
+                    if name in ("content-type", "cache-control", "pragma", "www-authenticate")}
+            return Response(answer.content, answer.status_code, kept)
+        return forward
+    return [Route("/authorize", authorize), Route("/token", passed_to("/oauth/token"), methods=["POST"]),
+            Route("/register", passed_to("/oauth/clients"), methods=["POST"])]
+
+
 def create_app(keyfob, client_id, client_secret, port):
-    """The ASGI app: the SDK's streamable HTTP server at /mcp, its metadata, and the scope check for write tools."""
+    """The ASGI app: the SDK's streamable HTTP server at /mcp, its metadata, the scope check for write tools, and
+    the paths some clients look for Keyfob's endpoints at."""
     resource = f"http://127.0.0.1:{port}/mcp"
     verifier = KeyfobIntrospection(keyfob, client_id, client_secret, resource)
     # validate_token_resource=False: the verifier has already compared `aud` with `resource`, byte for byte.
@@ -153,7 +179,9 @@ def create_app(keyfob, client_id, client_secret, port):
     server.add_tool(whoami)
     server.add_tool(add_note)
     metadata = build_resource_metadata_url(auth.resource_server_url)
-    return WriteToolsNeedWrite(server.streamable_http_app(), verifier, metadata)
+    sdk_app = server.streamable_http_app()
+    return Starlette(routes=[*keyfob_aliases(keyfob), Mount("/", app=WriteToolsNeedWrite(sdk_app, verifier, metadata))],
+                     lifespan=lambda app: sdk_app.router.lifespan_context(sdk_app))  # runs the SDK's session manager
 
 
 def main():

@@ -10,9 +10,10 @@ from flask_wtf.csrf import CSRFProtect
 # The machine endpoints, by blueprint and path: clients and resource servers call them with a token or client
 # credentials, never a cookie. They open no session, need no CSRF token, answer errors as JSON and allow any
 # origin (CORS). Sessions open before a request is routed, so a request is told apart by its path.
-MACHINE_ENDPOINTS = {"api": "/api/", "clients": "/oauth/clients", "introspections": "/oauth/introspection",
-                     "metadata": "/.well-known/", "revocations": "/oauth/revocation", "tokens": "/oauth/token"}
-MACHINE_PATHS = tuple(MACHINE_ENDPOINTS.values())
+MACHINE_ENDPOINTS = {"api": ("/api/",), "clients": ("/oauth/clients", "/register"),
+                     "introspections": ("/oauth/introspection",), "metadata": ("/.well-known/",),
+                     "revocations": ("/oauth/revocation",), "tokens": ("/oauth/token", "/token")}
+MACHINE_PATHS = tuple(path for paths in MACHINE_ENDPOINTS.values() for path in paths)
 MAX_PARAMETER_LENGTH = 2048
 
 
@@ -80,6 +81,16 @@ def resources():
     """The resources tokens are issued for (RFC 8707): the built-in API, which is the issuer, and each
     configured resource server, with the names people see."""
     return {issuer(): "your Keyfob account", **current_app.config.get("RESOURCES", {})}
+
+
+def redirect_trust():
+    """Where the operator lets clients send people back beyond http loopback (KEYFOB_TRUSTED_REDIRECT_*)."""
+    return current_app.config["REDIRECT_TRUST"]
+
+
+def idle_token_days():
+    """KEYFOB_IDLE_TOKEN_DAYS: 0, or the days after which an unused token is refused and swept."""
+    return current_app.config.get("IDLE_TOKEN_DAYS", 0)
 
 
 def find_resource(resource):

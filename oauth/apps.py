@@ -2,7 +2,7 @@
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from models import Client, Refused
-from oauth import forbid_caching
+from oauth import forbid_caching, redirect_trust
 from oauth.authentication import current_user, login_required
 
 bp = Blueprint("apps", __name__)
@@ -25,7 +25,7 @@ def create():
     """Register an app; a confidential one gets a secret, shown this once."""
     name, uris, app_type = submitted_app()
     try:
-        Client.validate_app(name, uris, app_type=app_type)
+        Client.validate_app(name, uris, redirect_trust(), app_type=app_type)
     except Refused as refusal:
         return render_template("apps/index.html", apps=Client.owned_by(current_user()), kinds=TYPES,
                                form=request.form, errors=refusal.reasons), 422
@@ -52,7 +52,7 @@ def update(client_id):
     app = find_app(client_id)
     name, uris, _ = submitted_app()
     try:
-        Client.validate_app(name, uris)
+        Client.validate_app(name, uris, redirect_trust())
     except Refused as refusal:
         return render_template("apps/show.html", app=app, form=request.form, errors=refusal.reasons), 422
     app.change_app(name, uris)

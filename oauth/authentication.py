@@ -4,7 +4,7 @@ from functools import wraps
 from flask import g, redirect, request, session, url_for
 
 from models import AccessToken, User, canonical_scope, now
-from oauth import issuer, machine_endpoint
+from oauth import idle_token_days, issuer, machine_endpoint
 
 RETURN_TO_MAX_LENGTH = 2048
 SESSION_LIFETIME = 12 * 60 * 60  # from signing in, however often the cookie is written again since
@@ -60,7 +60,7 @@ def require_token(scope):
                 return challenge(400, "invalid_request", "Send the access token in the Authorization header only")
             if scheme.lower() != "bearer":
                 return challenge(401, scope=needed)
-            g.access_token = AccessToken.authenticate(token)
+            g.access_token = AccessToken.authenticate(token, idle_token_days())
             if g.access_token is None or g.access_token.resource not in (None, issuer()):
                 return challenge(401, "invalid_token", "The access token is invalid, revoked, or for another resource")
             if canonical_scope(f"{g.access_token.scope} {scope}") != g.access_token.scope:

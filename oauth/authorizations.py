@@ -4,7 +4,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, g, redirect, render_template, request
 
 from models import (CODE_CHALLENGE, LOOPBACK_HOSTS, SCOPES, AuditEvent, AuthorizationCode, Client,
-                    canonical_scope, is_document_url, loopback_parts)
+                    app_scheme, canonical_scope, is_document_url, loopback_parts)
 from oauth import (OAuthError, find_resource, forbid_caching, is_parameter, issuer, limiter, optional_param,
                    request_params, resources, with_query)
 from oauth.authentication import current_user, require_sign_in, sign_out
@@ -23,6 +23,7 @@ def names_document():
         return False
 
 
+@bp.get("/authorize")  # where clients that ignore the metadata look (README: compatibility)
 @bp.get("/oauth/authorization/new")
 @limiter.limit("60/minute", exempt_when=lambda: not names_document())
 def new():
@@ -31,9 +32,8 @@ def new():
     if grant is None:
         return require_sign_in()
     g.client.record_authorization()
-    target = urlsplit(g.redirect_uri)
     return render_template("authorizations/new.html", client=g.client, grant=grant, state=g.get("state"),
-                           redirect_host=target.hostname, redirect_port=target.port or {"https": 443}.get(target.scheme, 80),
+                           redirect=urlsplit(g.redirect_uri), redirect_app=app_scheme(g.redirect_uri),
                            redirect_is_local=loopback_parts(g.redirect_uri) is not None,
                            resource_name=resources()[grant["resource"]],
                            scope_words=[SCOPES[word] for word in grant["scope"].split(" ")])

@@ -7,7 +7,7 @@ import time
 from urllib.parse import urlsplit
 
 from models import HTTPS_URI, Client, Refused, plain_path
-from oauth import OAuthError
+from oauth import OAuthError, redirect_trust
 from oauth.public_fetch import TOTAL_SECONDS, fetch
 
 MAX_URL_LENGTH = 1024
@@ -53,7 +53,7 @@ def fetch_document(url):
         document = json.loads(body)
     except (ValueError, RecursionError):
         raise Refused("it is not JSON") from None
-    found = Client.fields_from_document(url, document)
+    found = Client.fields_from_document(url, document, redirect_trust())
     remember(url, found, max_age)
     return found
 

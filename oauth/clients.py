@@ -1,8 +1,8 @@
-"""Dynamic client registration for MCP clients on loopback redirects (RFC 7591)."""
+"""Dynamic client registration for MCP clients (RFC 7591): loopback, native apps' and trusted https redirects."""
 from flask import Blueprint
 
-from models import Client, canonical_scope, printable_name
-from oauth import OAuthError, forbid_caching, json_object, limiter
+from models import Client, Refused, canonical_scope, printable_name
+from oauth import OAuthError, forbid_caching, json_object, limiter, redirect_trust
 
 bp = Blueprint("clients", __name__)
 bp.after_request(forbid_caching)
@@ -10,10 +10,11 @@ bp.after_request(forbid_caching)
 DEFAULT_NAME = "MCP Client"
 
 
+@bp.post("/register")  # where clients that ignore the metadata look (README: compatibility)
 @bp.post("/oauth/clients")
 @limiter.limit("10/minute")
 def create():
-    """Register a public client whose redirect URIs are all http loopback URIs (RFC 7591 §3.1, RFC 8252 §7.3)."""
+    """Register a public client with the redirect URIs it may use of those it asks for (RFC 7591 §3.1, §3.2.1)."""
     metadata = require_json_object()
     require_public(metadata)
     require_code_flow(metadata)
@@ -32,11 +33,12 @@ def require_redirect_uris(metadata):
     uris = metadata.get("redirect_uris")
     if uris is None or uris == []:
         raise OAuthError("invalid_client_metadata", "redirect_uris is required")
-    if not isinstance(uris, list) or len(uris) > Client.MAX_REDIRECT_URIS \
-            or not all(map(Client.registrable_redirect, uris)):
-        raise OAuthError("invalid_redirect_uri", f"redirect_uris must be at most {Client.MAX_REDIRECT_URIS} "
-                         "http loopback URIs (127.0.0.1, [::1] or localhost) with no fragment")
-    return uris
+    if not isinstance(uris, list) or len(uris) > Client.MAX_REDIRECT_URIS:
+        raise OAuthError("invalid_redirect_uri", f"redirect_uris must be a list of at most {Client.MAX_REDIRECT_URIS}")
+    try:
+        return Client.registrable_redirects(uris, redirect_trust())
+    except Refused as refusal:
+        raise OAuthError("invalid_redirect_uri", "No redirect URI can be registered: " + "; ".join(refusal.reasons))
 
 
 def client_name(metadata):

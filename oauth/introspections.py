@@ -2,7 +2,7 @@
 from flask import Blueprint
 
 from models import AccessToken
-from oauth import OAuthError, forbid_caching, issuer, limiter, request_params
+from oauth import OAuthError, forbid_caching, idle_token_days, issuer, limiter, request_params
 from oauth.client_authentication import authenticate_client
 
 bp = Blueprint("introspections", __name__)
@@ -20,10 +20,10 @@ def create():
     token = params.get("token")
     if not isinstance(token, str) or not token:
         raise OAuthError("invalid_request", "Missing or malformed parameter: token")
-    bearer = AccessToken.authenticate(token)
+    bearer = AccessToken.authenticate(token, idle_token_days())
     if bearer is None:
         return {"active": False}
     claims = {"active": True, "scope": bearer.scope, "client_id": bearer.client_id, "username": bearer.username,
               "sub": str(bearer.user_id), "aud": bearer.resource or issuer(), "iat": bearer.created_at,
-              "token_type": "Bearer"}
+              "exp": bearer.expires_at, "token_type": "Bearer"}
     return {name: value for name, value in claims.items() if value is not None}

@@ -11,6 +11,7 @@ bp = Blueprint("tokens", __name__)
 bp.after_request(forbid_caching)
 
 
+@bp.post("/token")  # where clients that ignore the metadata look (README: compatibility)
 @bp.post("/oauth/token")
 @limiter.limit("20/minute")
 def create():

@@ -1,7 +1,6 @@
 import itertools
 import json
 import os
-import re
 import secrets
 import ssl
 import subprocess
@@ -21,8 +20,8 @@ from werkzeug.security import generate_password_hash
 
 from actions import ISSUER, PASSWORD, REDIRECT_URI, Actions
 from app import create_app
-from live import (DOCUMENT_CALLBACK, KEYFOB, MCP_SERVER_EXAMPLE, Documents, certificate, free_port, keyfob_env,
-                  keyfob_serving, stop, wait_until_answering)
+from live import (DOCUMENT_CALLBACK, MCP_SERVER_EXAMPLE, Documents, certificate, example_serving, free_port,
+                  keyfob_serving)
 from models import AccessToken, Client, User, db, s256
 
 POSTGRESQL = "postgresql://postgres@127.0.0.1:5432"
@@ -213,6 +212,14 @@ def anyio_backend():
     return "asyncio"
 
 
+@pytest.fixture(scope="session")
+def node_modules():
+    """tests/ts/node_modules (the MCP TypeScript SDK client), installed from package-lock.json once per session."""
+    installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=Path(__file__).parent / "ts",
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+
+
 @pytest.fixture(scope="module")
 def notes_url():
     return f"http://127.0.0.1:{free_port()}/mcp"
@@ -234,23 +241,9 @@ def keyfob(keyfob_instance, notes_url, served_database):
 @pytest.fixture(scope="module")
 def notes(keyfob, keyfob_instance, notes_url, tmp_path_factory, served_database):
     """examples/mcp_server.py, introspecting at Keyfob as the confidential client `notes-server`; its URL."""
-    added = subprocess.run([KEYFOB, "client", "add", "notes-server", "--confidential"],
-                           env=keyfob_env(keyfob_instance, served_database),
-                           capture_output=True, text=True, timeout=30)
-    assert added.returncode == 0, added.stderr
-    credentials = dict(re.findall(r"^(client_id|client_secret): (\S+)$", added.stdout, re.MULTILINE))
-    env = {**keyfob_env(keyfob_instance), "MCP_SERVER_CLIENT_ID": credentials["client_id"],
-           "MCP_SERVER_CLIENT_SECRET": credentials["client_secret"]}
-    log = tmp_path_factory.mktemp("notes") / "notes.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen([sys.executable, MCP_SERVER_EXAMPLE, "--port", str(httpx2.URL(notes_url).port),
-                                    "--keyfob", keyfob], env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        metadata = notes_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
-        wait_until_answering(process, metadata, log, name="examples/mcp_server.py")
+    command = [sys.executable, MCP_SERVER_EXAMPLE, "--port", str(httpx2.URL(notes_url).port), "--keyfob", keyfob]
+    with example_serving(command, keyfob_instance, notes_url, tmp_path_factory.mktemp("notes"), served_database):
         yield notes_url
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="session")

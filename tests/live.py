@@ -4,6 +4,7 @@ SDK's client, and by the HTTPS server that publishes Client ID Metadata Document
 import contextlib
 import datetime
 import os
+import re
 import secrets
 import signal
 import socket
@@ -109,6 +110,27 @@ def keyfob_serving(instance, users=(("alice", PASSWORD),), settings=None):
         yield base
 
 
+@contextlib.contextmanager
+def example_serving(command, instance, mcp_url, folder, settings=None, cwd=None):
+    """An example MCP server (command, run in cwd) introspecting at the Keyfob of instance as a confidential client
+    that `keyfob client add` made, until it answers at mcp_url's protected resource metadata."""
+    added = subprocess.run([KEYFOB, "client", "add", "notes-server", "--confidential"],
+                           env=keyfob_env(instance, settings), capture_output=True, text=True, timeout=30)
+    assert added.returncode == 0, added.stderr
+    credentials = dict(re.findall(r"^(client_id|client_secret): (\S+)$", added.stdout, re.MULTILINE))
+    env = {**keyfob_env(instance), "MCP_SERVER_CLIENT_ID": credentials["client_id"],
+           "MCP_SERVER_CLIENT_SECRET": credentials["client_secret"]}
+    log = folder / "notes.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        metadata = mcp_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+        wait_until_answering(process, metadata, log, name=" ".join(map(str, command[:2])))
+        yield
+    finally:
+        stop(process)
+
+
 class HiddenInputs(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -138,14 +160,15 @@ class Browser(httpx2.Client):
         form = hidden_inputs(self.get("/session/new").text)
         return self.post("/session", data={**form, "username": username, "password": password})
 
-    def approve(self, url, approve_at=""):
-        """Open an authorization URL, signing in when sent to, and press Approve (at approve_at, when another
-        server is to take the form): the query the app is sent back with."""
+    def approve(self, url, approve_at="", username="alice"):
+        """Open an authorization URL, signing in as username when sent to, and press Approve (at approve_at, when
+        another server is to take the form): the query the app is sent back with."""
         page = self.get(url)
         if page.status_code == 302:
             assert page.headers["location"] == "/session/new"
-            signed_in = self.sign_in()
-            assert signed_in.status_code == 302 and signed_in.headers["location"].startswith("/oauth/authorization/new?")
+            signed_in = self.sign_in(username)
+            assert signed_in.status_code == 302
+            assert signed_in.headers["location"].startswith(("/oauth/authorization/new?", "/authorize?"))
             page = self.get(signed_in.headers["location"])
         assert page.status_code == 200, page.text
         form = hidden_inputs(page.text)
@@ -190,6 +213,20 @@ def me(base, token):
 
 def revoke(base, token, client_id):
     return httpx2.post(f"{base}/oauth/revocation", data={"token": token, "client_id": client_id}, timeout=TIMEOUT)
+
+
+def assert_passes_keyfob_on(keyfob, mcp_url):
+    """An example MCP server sends /authorize on to Keyfob and passes /token and /register through to it, for clients
+    (Claude, without metadata) that look for them on the MCP server's own host."""
+    base = mcp_url.removesuffix("/mcp")
+    sent_on = httpx2.get(f"{base}/authorize?client_id=x&state=y", timeout=TIMEOUT)
+    assert sent_on.status_code == 302
+    assert sent_on.headers["Location"] == f"{keyfob}/oauth/authorization/new?client_id=x&state=y"
+    registered = httpx2.post(f"{base}/register", json={"redirect_uris": ["http://127.0.0.1/cb"]}, timeout=TIMEOUT)
+    assert registered.status_code == 201 and registered.json()["redirect_uris"] == ["http://127.0.0.1/cb"]
+    refused = httpx2.post(f"{base}/token", data={"grant_type": "authorization_code"}, timeout=TIMEOUT)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_request"
+    assert refused.headers["Cache-Control"] == "no-store"
 
 
 class MemoryStorage:

@@ -198,3 +198,26 @@ def test_sign_in_returns_to_the_authorization_request_intact(client, actions, us
     response = actions.sign_in()
     resumed = client.get(response.location)
     assert resumed.status_code == 200 and 'value="a b&amp;c=d"' in resumed.get_data(as_text=True)
+
+
+def test_the_authorization_endpoint_also_answers_at_the_root_for_clients_that_ignore_the_metadata(
+        client, actions, signed_in, authorize_params):
+    """Claude's fallback (tests/clients/claude.json): the same view, not a redirect, which some clients lose."""
+    page = client.get("/authorize", query_string=authorize_params)
+    assert page.status_code == 200 and "Test App" in page.text
+    approved = client.post("/oauth/authorization",
+                           data={**authorize_params, "decision": "approve", "csrf_token": actions.csrf_token(page)})
+    assert approved.location.startswith(REDIRECT_URI + "?") and "code" in actions.query(approved)
+
+
+def test_a_native_apps_scheme_is_named_on_the_consent_screen_and_receives_the_code(
+        client, actions, signed_in, oauth_client, authorize_params):
+    oauth_client.redirect_uris = ["cursor://anysphere.cursor-mcp/oauth/callback"]
+    oauth_client.save()
+    params = {**authorize_params, "redirect_uri": "cursor://anysphere.cursor-mcp/oauth/callback"}
+    page = client.get("/oauth/authorization/new", query_string=params)
+    assert "the app on this computer that opens <strong>cursor:</strong> links" in page.text
+    assert "Approving opens the app on this computer registered for <strong>cursor:</strong> links" in page.text
+    approved = actions.approve(params)
+    assert approved.location.startswith("cursor://anysphere.cursor-mcp/oauth/callback?code=")
+    assert actions.query(approved)["state"] == "xyz-state"

@@ -38,7 +38,7 @@ class Catcher(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, served_database):
     # One user per test: sign-in is limited to 5 a minute per username.
-    people = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
+    people = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "judy"]
     with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[(name, PASSWORD) for name in people],
                         settings=served_database) as base:
         yield base
@@ -291,3 +291,26 @@ def test_chromium_shows_the_publishing_host_and_the_local_warning_then_delivers_
         assert answer["state"] == "doc" and answer["iss"] == server
         token = exchange(server, params, answer["code"])
         assert me(server, token).json()["client_id"] == url
+
+
+def test_a_native_apps_scheme_and_its_warning_fit_the_consent_page_on_a_wide_and_a_phone_screen(server, chromium):
+    """Cursor registers cursor://, which a default Keyfob trusts: the consent page names the scheme and says that
+    approving opens the app registered for it (tests/clients/cursor.json)."""
+    redirect_uri = "cursor://anysphere.cursor-mcp/oauth/callback"
+    client_id = register(server, redirect_uri, local_address="127.0.0.3", client_name="Cursor").json()["client_id"]
+    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "state": "native",
+              "code_challenge": s256(VERIFIER), "code_challenge_method": "S256", "scope": "read write"}
+    for name, viewport in (("consent-native-app", {"width": 1280, "height": 800}),
+                           ("consent-native-app-phone", {"width": 390, "height": 844})):
+        with Browser(server, "127.0.0.3") as judy:  # its own address: sign-in allows 10 a minute per address
+            assert judy.sign_in("judy").status_code == 302
+            session = judy.cookies["keyfob_session"]
+        context = chromium.new_context(viewport=viewport, is_mobile=viewport["width"] < 400)
+        context.add_cookies([{"name": "keyfob_session", "value": session, "url": server}])
+        page = context.new_page()
+        page.goto(f"{server}/oauth/authorization/new?{urlencode(params)}")
+        assert "the app on this computer that opens cursor: links" in page.locator(".facts").inner_text()
+        assert "registered for cursor: links" in page.locator("p.warning").last.inner_text()
+        screenshot(page, name)
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        context.close()

@@ -58,6 +58,9 @@ def test_metadata_advertises_client_id_metadata_documents(client):
     ("mismatch", {"client_id": "https://elsewhere.example/client.json"}, "its client_id is not the URL"),
     ("no name", {"client_name": ""}, "its client_name"),
     ("secret", {"token_endpoint_auth_method": "client_secret_basic"}, "public client"),
+    ("only a key", {"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://app.example/jwks"},
+     "private_key_jwt needs a secret or a key that Keyfob does not check"),
+    ("no code grant", {"grant_types": ["client_credentials"]}, "authorization_code grant"),
     ("bad redirect", {"redirect_uris": ["http://attacker.example/cb"]}, "its redirect_uris"),
     ("no redirects", {"redirect_uris": []}, "its redirect_uris"),
 ])
@@ -225,3 +228,16 @@ def test_a_document_client_is_disconnected_through_the_page(client, actions, sig
     assert page.status_code == 200
     gone = client.post(f"/my/connected_apps/{url}/disconnect", data={"csrf_token": actions.csrf_token(page)})
     assert gone.status_code == 302 and AccessToken.authenticate(token.token) is None
+
+
+def test_a_document_that_also_lists_grants_and_methods_keyfob_does_not_use_is_served_as_public(
+        client, actions, signed_in, publish, pkce):
+    """As ChatGPT's and Claude's documents (tests/clients): refresh and JWT grants, private_key_jwt beside none."""
+    url = publish({"grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"],
+                   "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://app.example/jwks",
+                   "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"], "application_type": "web"})
+    approved = actions.approve(params(url, pkce))
+    assert approved.status_code == 302 and "code" in actions.query(approved)
+    described = Client.find_by("client_id", url)
+    assert described.kind == Client.DOCUMENT and not described.is_confidential
+

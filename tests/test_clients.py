@@ -1,7 +1,8 @@
-"""Dynamic client registration (RFC 7591) for MCP clients on loopback redirects."""
+"""Dynamic client registration (RFC 7591): loopback, native apps' and trusted https redirects."""
 import pytest
 
-from models import Client
+from app import create_app
+from models import Client, Refused
 
 MCP_SDK_METADATA = {"client_name": "SDK client", "redirect_uris": ["http://127.0.0.1:33418/callback"],
                     "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
@@ -52,9 +53,9 @@ def test_registration_requires_redirect_uris(client, metadata):
 
 @pytest.mark.parametrize("uris", [
     ["https://example.com/cb"], ["http://example.com/cb"], ["myapp://cb"], ["http://127.0.0.1/cb#"],
-    ["http://127.0.0.1@evil.com/"], ["http://localhost/cb", "https://evil.example/"], "http://localhost/cb",
+    ["http://127.0.0.1@evil.com/"], "http://localhost/cb",
     [42], [["http://localhost/cb"]], ["http://localhost/cb"] * 11, ["http://localhost/" + "a" * 600]])
-def test_registration_refuses_anything_but_http_loopback_redirects(client, uris):
+def test_registration_refuses_when_no_redirect_uri_may_be_registered(client, uris):
     response = client.post("/oauth/clients", json={"redirect_uris": uris})
     assert response.status_code == 400 and response.json["error"] == "invalid_redirect_uri"
     assert Client.select().count() == 0
@@ -86,3 +87,88 @@ class TestRateLimit:
         answers = [client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"]}) for _ in range(11)]
         assert [answer.status_code for answer in answers] == [201] * 10 + [429]
         assert answers[10].json["error"] == "slow_down" and Client.select().count() == 10
+
+
+CURSOR = ["cursor://anysphere.cursor-mcp/oauth/callback", "https://www.cursor.com/agents/mcp/oauth/callback",
+          "http://localhost:8787/callback"]  # tests/clients/cursor.json
+VS_CODE = ["https://insiders.vscode.dev/redirect", "https://vscode.dev/redirect", "http://127.0.0.1/",
+           "http://127.0.0.1:33418/"]  # tests/clients/vscode.json
+
+
+@pytest.mark.parametrize("uris, registered", [
+    (CURSOR, [CURSOR[0], CURSOR[2]]), (VS_CODE, VS_CODE[2:]),
+    (["http://localhost/cb", "https://evil.example/", "javascript:alert(1)"], ["http://localhost/cb"]),
+    (["com.example.notes:/oauth", "com.example.notes:/oauth"], ["com.example.notes:/oauth"])])
+def test_registration_keeps_the_redirect_uris_it_may_register_and_says_so(client, uris, registered):
+    """RFC 7591 §3.2.1: the server may register less than it was asked for, and answers with what it registered."""
+    response = client.post("/oauth/clients", json={"redirect_uris": uris, "application_type": "web"})
+    assert response.status_code == 201 and response.json["redirect_uris"] == registered
+    assert Client.find_by("client_id", response.json["client_id"]).redirect_uris == registered
+
+
+def test_registration_names_each_refused_uri_and_why(client):
+    uris = ["https://evil.example/cb", "myapp://cb", "data:text/html,x", "http://example.com/cb"]
+    response = client.post("/oauth/clients", json={"redirect_uris": uris})
+    assert response.status_code == 400 and response.json["error"] == "invalid_redirect_uri"
+    description = response.json["error_description"]
+    assert "https://evil.example/cb is not https on a host this server trusts" in description
+    assert "myapp://cb uses myapp:, which is not a trusted app scheme" in description
+    assert "data:text/html,x uses data:, which the browser handles itself" in description
+    assert "http://example.com/cb is not http loopback" in description
+    assert Client.select().count() == 0
+
+
+def test_registration_answers_with_what_keyfob_does_in_place_of_what_it_does_not(client):
+    response = client.post("/oauth/clients", json={
+        "redirect_uris": ["http://127.0.0.1/cb"], "grant_types": ["authorization_code", "refresh_token",
+                                                                  "urn:ietf:params:oauth:grant-type:device_code"],
+        "response_types": ["code"], "application_type": "native", "client_uri": "https://app.example",
+        "software_id": "x", "logo_uri": "https://app.example/logo.png", "scope": "read write offline_access"})
+    assert response.status_code == 201
+    assert {name: response.json[name] for name in ("grant_types", "response_types", "token_endpoint_auth_method",
+                                                   "scope")} == {"grant_types": ["authorization_code"],
+                                                                 "response_types": ["code"],
+                                                                 "token_endpoint_auth_method": "none",
+                                                                 "scope": "read write"}
+    assert "application_type" not in response.json and "software_id" not in response.json
+
+
+def test_registration_is_also_answered_at_the_root_for_clients_that_ignore_the_metadata(client):
+    response = client.post("/register", json={"redirect_uris": ["http://localhost/cb"]})
+    assert response.status_code == 201 and response.headers["Cache-Control"] == "no-store"
+    assert client.post("/register", json={}).json["error"] == "invalid_client_metadata"
+
+
+class TestTrustedRedirects:
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "TRUSTED_REDIRECT_HOSTS": "vscode.dev, insiders.vscode.dev,www.cursor.com",
+                "TRUSTED_REDIRECT_SCHEMES": "cursor,myapp"}
+
+    @pytest.mark.parametrize("uris", [CURSOR, VS_CODE, ["myapp://cb"]])
+    def test_registration_takes_https_on_trusted_hosts_and_trusted_app_schemes(self, client, uris):
+        response = client.post("/oauth/clients", json={"redirect_uris": uris})
+        assert response.status_code == 201 and response.json["redirect_uris"] == uris
+
+    @pytest.mark.parametrize("uri", [
+        "vscode://cb",  # a default scheme, no longer trusted once the setting lists others
+        "https://VSCODE.dev/redirect", "https://vscode.dev./redirect", "https://vscode.dev.evil.com/redirect",
+        "https://evil.com@vscode.dev/redirect", "https://vscode.dev@evil.com/redirect", "https://vscode.dev:99999/x",
+        "https://vscоde.dev/redirect", "https://xn--vscde-3ve.dev/redirect", "https://vscode.dev/redirect#x",
+        "https://vscode.dev/a/../redirect", "http://vscode.dev/redirect", "https://sub.vscode.dev/redirect",
+        "myapp://u@host/cb", "myapp://cb#x", "MYAPP://cb", "javascript:alert(1)", "vbscript:x", "file:///etc/passwd",
+        "blob:https://vscode.dev/x", "about:blank", "ws://127.0.0.1/", "wss://vscode.dev/", "ftp://vscode.dev/"])
+    def test_registration_refuses_tricks_against_the_trusted_lists(self, client, uri):
+        response = client.post("/oauth/clients", json={"redirect_uris": [uri]})
+        assert response.status_code == 400 and response.json["error"] == "invalid_redirect_uri"
+        assert Client.select().count() == 0
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("TRUSTED_REDIRECT_SCHEMES", "javascript"), ("TRUSTED_REDIRECT_SCHEMES", "https"),
+    ("TRUSTED_REDIRECT_SCHEMES", "my app"), ("TRUSTED_REDIRECT_HOSTS", "Claude.AI"),
+    ("TRUSTED_REDIRECT_HOSTS", "clаude.ai"), ("TRUSTED_REDIRECT_HOSTS", "claude.ai/api"),
+    ("TRUSTED_REDIRECT_HOSTS", "*.claude.ai")])
+def test_a_setting_that_would_trust_a_browser_scheme_or_no_host_stops_keyfob_starting(config, setting, value):
+    with pytest.raises(Refused, match=f"KEYFOB_{setting}"):
+        create_app({**config, setting: value})

@@ -4,7 +4,7 @@ import base64
 import pytest
 
 from actions import REDIRECT_URI
-from models import AccessToken, Client
+from models import DAY, AccessToken, Client, now
 
 NOTES = "http://127.0.0.1:8001/mcp"
 
@@ -93,3 +93,33 @@ def test_the_built_in_api_refuses_a_token_bound_to_another_resource(client, user
     response = client.get("/api/me", headers={"Authorization": f"Bearer {token.token}"})
     assert response.status_code == 401 and response.json["error"] == "invalid_token"
 
+
+
+class TestIdleTokensExpire:
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "IDLE_TOKEN_DAYS": 30}
+
+    def test_introspection_says_when_an_idle_token_will_expire(self, client, resource_server, user, oauth_client):
+        """An SDK's verifier wants an expiry (the TypeScript SDK refuses a token without one): with
+        KEYFOB_IDLE_TOKEN_DAYS, `exp` is the last recorded use plus that many days."""
+        token = AccessToken.issue(user, oauth_client, resource=NOTES)
+        body = introspect(client, resource_server, token.token).json
+        used = AccessToken.get_by_id(token.id).last_used_at
+        assert body["active"] and body["iat"] == token.created_at and body["exp"] == used + 30 * DAY
+
+    def test_a_token_idle_past_its_deadline_is_inactive_before_housekeeping_deletes_it(
+            self, client, resource_server, user, oauth_client):
+        token = AccessToken.issue(user, oauth_client, resource=NOTES)
+        AccessToken.update(created_at=now() - 30 * DAY).where(AccessToken.id == token.id).execute()
+        assert introspect(client, resource_server, token.token).json == {"active": False}
+        assert client.get("/api/me", headers={"Authorization": f"Bearer {AccessToken.issue(user).token}"}).status_code == 200
+        idle = AccessToken.issue(user)
+        AccessToken.update(created_at=now() - 31 * DAY).where(AccessToken.id == idle.id).execute()
+        assert client.get("/api/me", headers={"Authorization": f"Bearer {idle.token}"}).status_code == 401
+        assert AccessToken.get_or_none(AccessToken.id == idle.id) is not None
+
+
+def test_without_idle_days_tokens_have_no_expiry_to_tell(client, resource_server, user, oauth_client):
+    body = introspect(client, resource_server, AccessToken.issue(user, oauth_client, resource=NOTES).token).json
+    assert "exp" not in body and body["iat"]

@@ -10,7 +10,7 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from live import MCP_SERVER_EXAMPLE, TIMEOUT, Browser, SdkClient, redeem, register, revoke
+from live import MCP_SERVER_EXAMPLE, TIMEOUT, Browser, SdkClient, assert_passes_keyfob_on, redeem, register, revoke
 
 
 def example_module():
@@ -110,3 +110,8 @@ def test_metadata_names_keyfob_and_requests_without_a_token_are_challenged(keyfo
     challenged = httpx2.post(notes, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert challenged.status_code == 401
     assert 'resource_metadata="' in challenged.headers["WWW-Authenticate"]
+
+
+def test_the_example_passes_keyfobs_endpoints_on_for_clients_that_ignore_the_metadata(keyfob, notes):
+    """Claude, without metadata, looks for /authorize, /token and /register on the MCP server's own host."""
+    assert_passes_keyfob_on(keyfob, notes)

@@ -18,14 +18,6 @@ pytestmark = pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm"
                                 reason="the MCP TypeScript SDK client needs Node.js: node and npm are not on PATH")
 
 
-@pytest.fixture(scope="session")
-def node_modules():
-    """tests/ts/node_modules, installed from package-lock.json once per session."""
-    installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=TS, capture_output=True, text=True,
-                               timeout=300)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-
-
 @pytest.fixture(scope="module")
 def flow(node_modules, keyfob, notes, keyfob_instance):
     """What client_flow.mjs printed after signing in as alice, calling whoami, and stepping up for add_note."""

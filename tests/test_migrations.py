@@ -7,7 +7,6 @@ import pytest
 from peewee import SqliteDatabase
 
 import migrations
-import models
 from app import connect, create_app
 from live import KEYFOB, keyfob_env
 from models import AccessToken, AuditEvent, Client, RedeemedCode, SecretKeyCheck, User, db, digest

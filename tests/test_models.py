@@ -6,8 +6,8 @@ import pytest
 
 from peewee import IntegrityError
 
-from models import (AccessToken, AuthorizationCode, Client, RedeemedCode, Refused, User, canonical_scope, db, digest,
-                    driver_errors, s256, stored_row)
+from models import (DAY, AccessToken, AuthorizationCode, Client, RedeemedCode, RedirectTrust, Refused, User,
+                    canonical_scope, db, digest, driver_errors, now, s256, stored_row)
 
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
@@ -298,5 +298,68 @@ def test_an_app_refusal_carries_every_reason(app):
     with pytest.raises(Refused) as refusal:
         Client.validate_app("", ["ftp://x"], app_type="secret")
     assert refusal.value.reasons == ["Give the app a name of at most 255 characters.",
-                                     "ftp://x is not an https or http loopback URI without a fragment.",
+                                     "ftp://x is not an https, http loopback or app URI without a fragment.",
                                      "Choose public or confidential."]
+
+
+CHATGPT = {"client_id": "https://chatgpt.com/oauth/client.json", "client_name": "ChatGPT",
+           "redirect_uris": ["https://chatgpt.com/connector_platform_oauth_redirect"],
+           "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+           "token_endpoint_auth_method": "private_key_jwt",
+           "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"],
+           "jwks_uri": "https://chatgpt.com/oauth/jwks.json"}  # tests/clients/chatgpt.json
+
+
+def test_a_document_that_also_allows_what_keyfob_does_not_use_describes_a_public_client():
+    fields = Client.fields_from_document(CHATGPT["client_id"], CHATGPT)
+    assert fields == {"name": "ChatGPT", "redirect_uris": CHATGPT["redirect_uris"], "scope": "read write"}
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"token_endpoint_auth_methods_supported": ["private_key_jwt"]}, "private_key_jwt needs a secret or a key"),
+    ({"token_endpoint_auth_methods_supported": None}, "must allow a public client"),
+    ({"grant_types": ["urn:ietf:params:oauth:grant-type:jwt-bearer"]}, "authorization_code grant"),
+    ({"response_types": ["token"]}, "code response type"), ({"grant_types": "authorization_code"}, "authorization_code"),
+    ({"redirect_uris": ["http://chatgpt.com/cb", "myapp://cb"]}, "redirect_uris must list"),
+    ({"client_secret": "x", "token_endpoint_auth_method": "none"}, "must allow a public client")])
+def test_a_document_is_refused_when_keyfob_cannot_serve_it_as_a_public_client(change, reason):
+    with pytest.raises(Refused, match=reason):
+        Client.fields_from_document(CHATGPT["client_id"], {**CHATGPT, **change})
+
+
+def test_a_documents_redirect_uris_keep_what_may_be_registered():
+    uris = ["http://127.0.0.1:33418/", "https://vscode.dev/redirect", "javascript:alert(1)", "vscode://x/cb"]
+    document = {"client_id": "https://vscode.dev/oauth/client-metadata.json", "client_name": "VS Code",
+                "redirect_uris": uris}
+    assert Client.fields_from_document(document["client_id"], document)["redirect_uris"] == [uris[0], uris[1], uris[3]]
+    trusting_nothing = RedirectTrust.parse(schemes="", hosts="")
+    assert Client.fields_from_document(document["client_id"], document, trusting_nothing)["redirect_uris"] == uris[:2]
+
+
+@pytest.mark.parametrize("uri, allowed", [
+    ("com.example.app:/oauth2redirect", True), ("com.example.app://cb?x=1", True), ("cursor://a/cb", True),
+    ("vscode-insiders://a/cb", True), ("myapp://cb", False), ("com.example.app:", False), ("com.example.app:/#x", False),
+    ("com.example.app://user@host/cb", False), ("com.example.app:/a/%2e%2e/b", False), ("Com.Example.App:/cb", False),
+    ("javascript:alert(1)", False), ("view-source:https://x", False), ("intent://x#Intent;end", False)])
+def test_native_apps_register_private_use_schemes_with_a_period_or_trusted(uri, allowed):
+    assert Client.registrable_redirect(uri) is allowed  # RFC 8252 §7.1
+
+
+def test_trust_comes_from_the_settings_and_never_takes_a_browsers_scheme():
+    assert RedirectTrust.parse() == RedirectTrust() and RedirectTrust().schemes == {"cursor", "vscode", "vscode-insiders"}
+    trust = RedirectTrust.parse(schemes=" myapp , com.example.app", hosts="claude.ai,chatgpt.com")
+    assert trust == RedirectTrust(frozenset({"myapp", "com.example.app"}), frozenset({"claude.ai", "chatgpt.com"}))
+    assert Client.registrable_redirect("https://claude.ai/api/mcp/auth_callback", trust)
+    with pytest.raises(Refused) as refusal:
+        RedirectTrust.parse(schemes="javascript,ok", hosts="Claude.AI")
+    assert len(refusal.value.reasons) == 2
+
+
+def test_with_idle_days_an_unused_token_is_refused_and_one_in_use_expires(user, oauth_client):
+    token = AccessToken.issue(user, oauth_client)
+    assert AccessToken.authenticate(token.token).expires_at is None  # tokens live until revoked by default
+    at = now() + 120
+    assert AccessToken.authenticate(token.token, idle_days=30, at=at).expires_at == at + 30 * DAY
+    assert AccessToken.authenticate(token.token, idle_days=30, at=at + 30 * DAY) is None
+    assert AccessToken.get_or_none(AccessToken.digest == digest(token.token)) is not None  # refused, not yet swept
+

@@ -174,7 +174,8 @@ def query_string(params, codec=CODECS[0]):
     return form_body(params, codec).decode()
 
 
-URI_PARTS = [["http://", "https://", "HTTP://", "javascript:", "", "//", "http:/", "http:\\\\"],
+URI_PARTS = [["http://", "https://", "HTTP://", "javascript:", "", "//", "http:/", "http:\\\\", "com.example.app:",
+              "com.example.app:/", "cursor://", "Cursor://", "myapp://", "data:", "vscode:"],
              ["", "user@", "evil.com@", "127.0.0.1:80@", ":@"],
              ["127.0.0.1", "[::1]", "localhost", "LOCALHOST", "127.0.0.2", "0.0.0.0", "[::ffff:127.0.0.1]", "evil.com",
               "127.0.0.1.evil.com", "localhost.", "app.example.com", "", "127.1", "2130706433", "[::1"],
@@ -229,10 +230,13 @@ def assert_page(response):
 
 
 def safe_redirect(uri, https=False):
-    """Keyfob's redirect rules read independently, through urllib: http loopback (or, for apps registered on the
-    pages, https elsewhere), printable ASCII, a port in range, no userinfo, fragment, backslash or dot-segment."""
+    """Keyfob's redirect rules read independently, through urllib: http loopback, a native app's scheme (or, for
+    apps registered on the pages, https elsewhere), printable ASCII, a port in range, no userinfo, fragment,
+    backslash or dot-segment."""
     if not isinstance(uri, str) or not re.fullmatch(r"[\x21-\x7e]+", uri) or "#" in uri or "\\" in uri:
         return False
+    if app_redirect(uri):
+        return True
     parts = urlsplit(uri)
     try:
         parts.port
@@ -242,6 +246,19 @@ def safe_redirect(uri, https=False):
     where = (parts.scheme == "http" and parts.hostname in LOOPBACK
              or https and parts.scheme == "https" and bool(parts.hostname) and parts.hostname not in LOOPBACK)
     return where and "@" not in parts.netloc and "." not in segments and ".." not in segments
+
+
+def app_redirect(uri):
+    """A native app's private-use URI (RFC 8252 §7.1) as Keyfob takes one by default: a lower-case scheme with a
+    period, or one of the matrix's apps'; not a browser's; something after the colon; no userinfo, fragment,
+    backslash or dot-segment."""
+    scheme, _, rest = uri.partition(":")
+    authority = re.split(r"[/?#]", rest[2:])[0] if rest.startswith("//") else ""
+    segments = rest.split("?")[0].lower().replace("%2e", ".").split("/")
+    return (re.fullmatch(r"[\x21-\x7e]+", uri) is not None and re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) is not None
+            and bool(rest) and ("." in scheme or scheme in ("cursor", "vscode", "vscode-insiders"))
+            and "@" not in authority and "#" not in rest and "\\" not in rest and "." not in segments
+            and ".." not in segments)
 
 
 def printable(name):
@@ -584,7 +601,8 @@ def test_canonical_scope_names_read_or_read_write_only_for_space_separated_scope
 def test_loopback_parts_accepts_only_plain_http_loopback_uris(uri):
     parts = loopback_parts(uri)
     assert parts is None or (safe_redirect(uri) and urlsplit(uri).port == (int(parts[1]) if parts[1] else None))
-    assert Client.registrable_redirect(uri) == (parts is not None and len(uri) <= 512)
+    registrable = parts is not None or isinstance(uri, str) and app_redirect(uri)
+    assert Client.registrable_redirect(uri) == (registrable and len(uri) <= 512)
 
 
 @models_properties

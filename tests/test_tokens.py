@@ -188,3 +188,9 @@ def test_a_code_of_a_removed_user_is_refused_to_a_new_user_given_the_same_id(cli
     answer = client.post("/oauth/token", data={"grant_type": "authorization_code", "client_id": oauth_client.client_id,
                                                "code": code, "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI})
     assert answer.status_code == 400 and answer.json["error"] == "invalid_grant"
+
+
+def test_the_token_endpoint_also_answers_at_the_root_for_clients_that_ignore_the_metadata(client, exchange):
+    response = client.post("/token", data=exchange)
+    assert response.status_code == 200 and response.json["access_token"].startswith("kf_at_")
+    assert client.post("/token", data=exchange).json["error"] == "invalid_grant"  # the same code, the same rules
