@@ -14,7 +14,7 @@ from peewee import JOIN, OperationalError, fn
 
 import migrations
 from app import create_app, when, write_instance_file
-from models import AccessToken, AuditEvent, Client, KeyMismatch, Refused, SecretKeyCheck, User, db, printable_name, sweep
+from models import AccessToken, AuditEvent, Client, Refused, SecretKeyCheck, User, db, printable_name, sweep
 
 SWEEP_EVERY, SWEEP_RETRY_AFTER = 24 * 60 * 60, 60 * 60
 SWITCH_INTERVAL = 0.0005  # seconds a waitress thread may wait for the GIL while another computes (Python: 0.005)
@@ -37,6 +37,11 @@ def serve(host, port, threads):
     authority = f"[{host}]" if ":" in host else host
     os.environ.setdefault("KEYFOB_ISSUER", f"http://{authority}:{port}")
     app = started_app({"CHECKPOINT_SECONDS": 1})
+    try:
+        server = waitress.create_server(app, host=host, port=port, threads=threads, ident="keyfob")
+    except OSError as error:
+        raise click.ClickException(f"Keyfob cannot listen on {authority}:{port}: {error.strerror}"
+                                   " (another program may use the port: choose another with --port)") from None
     with db.connection_context():
         users = User.select().count()
     click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {masked_url(app.config['DATABASE_URL'])})")
@@ -45,7 +50,7 @@ def serve(host, port, threads):
     app.logger.setLevel(logging.INFO)
     sweep_daily(app)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    waitress.create_server(app, host=host, port=port, threads=threads, ident="keyfob").run()
+    server.run()
 
 
 def sweep_daily(app):
@@ -287,7 +292,7 @@ def started_app(config=None):
     """create_app(), with a refusal to start said plainly rather than as a traceback."""
     try:
         return create_app(config)
-    except KeyMismatch as error:
+    except (Refused, ValueError) as error:  # a setting Keyfob cannot use, or another process's key (KeyMismatch)
         raise click.ClickException(str(error)) from None
     except OperationalError as error:
         raise click.ClickException(f"The database does not answer: {error}") from None

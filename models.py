@@ -44,11 +44,14 @@ LOOPBACK_URI = re.compile(
     r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(0|[1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
 HTTPS_URI = re.compile(
     r"https://((?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z](?:[a-z0-9-]*[a-z0-9])?)(?::([1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
-PRIVATE_USE_URI = re.compile(r"([a-z][a-z0-9+.-]*):(?!//[^/?#]*@)([\x21-\x7e]+)")  # no userinfo in an authority
-BROWSER_SCHEMES = frozenset({  # schemes a browser handles itself, so never a native app's (RFC 8252 §7.1)
-    "about", "blob", "chrome", "chrome-extension", "data", "edge", "file", "filesystem", "ftp", "http", "https",
-    "intent", "javascript", "jar", "mailto", "moz-extension", "resource", "sms", "tel", "vbscript", "view-source",
-    "ws", "wss"})
+PRIVATE_USE_URI = re.compile(r"([a-z][a-z0-9+.-]*):([\x21-\x7e]+)")
+APP_AUTHORITY = re.compile(  # a private-use URI's authority, if it has one: a plain host name and port, no userinfo
+    r"//(?:(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)?(?::([0-9]{1,5}))?(?:[/?].*)?")
+BROWSER_SCHEMES = frozenset({  # schemes a browser handles itself or opens web pages with: never a native app's
+    "about", "android-app", "blob", "brave", "chrome", "chrome-extension", "data", "edge", "file", "filesystem",
+    "firefox", "firefox-bridge", "ftp", "googlechrome", "googlechromes", "http", "https", "intent", "javascript",
+    "jar", "mailto", "microsoft-edge", "moz-extension", "opera", "resource", "sms", "tel", "vbscript", "view-source",
+    "ws", "wss", "x-safari-http", "x-safari-https"})
 CODE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
@@ -126,7 +129,9 @@ def https_host(uri):
 def app_scheme(uri):
     """The scheme of a native app's private-use URI (RFC 8252 §7.1: com.example.app:/cb), else None."""
     match = PRIVATE_USE_URI.fullmatch(uri) if isinstance(uri, str) else None
-    return match[1] if match and match[1] not in BROWSER_SCHEMES and plain_path(match[2]) else None
+    authority = APP_AUTHORITY.fullmatch(match[2]) if match and match[2].startswith("//") else True
+    usable = match and match[1] not in BROWSER_SCHEMES and plain_path(match[2]) and authority
+    return match[1] if usable and (authority is True or int(authority[1] or 0) <= 65535) else None
 
 
 def plain_path(rest):
@@ -152,7 +157,8 @@ class RedirectTrust(NamedTuple):
         """From the settings' comma-separated words (unset: the defaults); Refused names what cannot be trusted."""
         schemes = cls._field_defaults["schemes"] if schemes is None else words(schemes)
         hosts = frozenset() if hosts is None else words(hosts)
-        refused = ([f"KEYFOB_TRUSTED_REDIRECT_SCHEMES: {scheme!r} is not an app's scheme" for scheme in schemes
+        refused = ([f"KEYFOB_TRUSTED_REDIRECT_SCHEMES: {scheme!r} is not an app's scheme (lower case letters,"
+                    " digits, + - and ., never one a browser handles itself)" for scheme in schemes
                     if app_scheme(f"{scheme}:/") != scheme] +
                    [f"KEYFOB_TRUSTED_REDIRECT_HOSTS: {host!r} is not a host name (lower case, IDN in its xn-- form)"
                     for host in hosts if https_host(f"https://{host}/") != host])
@@ -209,6 +215,7 @@ class User(BaseModel):
     created_at = IntegerField(default=now)
 
     USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}")
+    PASSWORD_CHARACTERS, PASSWORD_BYTES = 8, 1024  # at least, at most
 
     class Meta:
         table_name = "users"
@@ -218,13 +225,34 @@ class User(BaseModel):
         """A new user; Refused says what is wrong with the name or password."""
         if not cls.USERNAME.fullmatch(username or ""):
             raise Refused("A username is 1 to 150 letters, digits or . _ @ + - and starts with a letter or digit")
-        if not usable_password(password):
-            raise Refused("The password must not be empty or contain NUL characters")
+        cls.check_new_password(password)
         try:
             with db.atomic():
                 return cls.create(username=username, password_digest=generate_password_hash(password))
         except IntegrityError:
             raise Refused(f"A user named {username!r} already exists") from None
+
+    @classmethod
+    def check_new_password(cls, password):
+        """Refused, saying why, unless password may be set: 8 characters or more, at most 1,024 bytes, no NUL."""
+        if not usable_password(password):
+            raise Refused("The password must not be empty or contain NUL characters")
+        if len(password) < cls.PASSWORD_CHARACTERS:
+            raise Refused(f"The password must have at least {cls.PASSWORD_CHARACTERS} characters")
+        if len(password.encode()) > cls.PASSWORD_BYTES:
+            raise Refused(f"The password must be at most {cls.PASSWORD_BYTES:,} bytes long")
+
+    def change_password(self, password, current=None, by=None):
+        """Set a new password, checked as at registration; with current, only if that is the password now. Every
+        session made with the old one ends: a session carries a check of the password digest (session_check)."""
+        if current is not None and not (usable_password(current)
+                                        and check_password_hash(self.password_digest, current)):
+            raise Refused("The current password is not right")
+        self.check_new_password(password)
+        self.password_digest = generate_password_hash(password)
+        with db.atomic():
+            self.save(only=[User.password_digest])
+            AuditEvent.record("password.changed", self, by=by)
 
     def remove(self, by=None):
         """Delete the user, the apps they registered (with every token issued to those) and every token
@@ -447,6 +475,8 @@ class Client(BaseModel):
         scheme = uri.partition(":")[0].lower() if isinstance(uri, str) else ""
         if not isinstance(uri, str) or not 0 < len(uri) <= cls.MAX_REDIRECT_URI_LENGTH:
             raise Refused(f"is not a URI of at most {cls.MAX_REDIRECT_URI_LENGTH} characters")
+        if not uri.startswith(scheme):
+            raise Refused("has capital letters in its scheme: registered schemes are lower case")
         if scheme == "http" and not loopback_parts(uri):
             raise Refused("is not http loopback (127.0.0.1, [::1] or localhost) with a plain path")
         host = https_host(uri) if scheme == "https" else None
@@ -497,16 +527,21 @@ class Client(BaseModel):
 
     @property
     def redirect_host(self):
-        """The host people are sent back to (of the first redirect URI; a loopback app's port varies)."""
-        return urlsplit(self.redirect_uris[0]).hostname if self.redirect_uris else None
+        """Where people are sent back to, by the first redirect URI: its host (a loopback app's port varies), or
+        a native app's scheme."""
+        first = self.redirect_uris[0] if self.redirect_uris else None
+        if app_scheme(first):
+            return f"{app_scheme(first)}:"
+        return https_host(first) or (loopback_parts(first) or [None])[0]
 
     @property
     def document_host(self):
         return urlsplit(self.client_id).hostname if self.kind == self.DOCUMENT else None
 
-    def allows_redirect(self, uri):
-        """An exact match, or a loopback URI that differs from a registered one only in its port."""
-        if not isinstance(uri, str):
+    def allows_redirect(self, uri, trust=RedirectTrust()):
+        """An exact match, or a loopback URI that differs from a registered one only in its port. A client that
+        registered itself keeps only what may still be registered: trust the operator withdrew is gone."""
+        if not isinstance(uri, str) or self.kind == self.SELF_REGISTERED and not self.registrable_redirect(uri, trust):
             return False
         if uri in self.redirect_uris:
             return True
@@ -515,6 +550,12 @@ class Client(BaseModel):
             return False
         return any((parts[0], parts[2]) == (requested[0], requested[2])
                    for parts in map(loopback_parts, self.redirect_uris) if parts)
+
+    def redirects_without_asking(self, uri):
+        """Whether an error found before the user decided may be sent to uri at once (RFC 9700 §4.11.2: only to
+        redirect URIs the server trusts): a loopback one, on the user's own computer, or one of the operator's
+        apps. Elsewhere it could launch an app link or a web page of the requester's choosing."""
+        return loopback_parts(uri) is not None or self.kind == self.OPERATOR
 
     def change_app(self, name, redirect_uris):
         """Rename the app and replace its redirect URIs, cleaned as at registration."""

@@ -350,7 +350,7 @@ def started(kind, options):
             env.update(KEYFOB_INSTANCE_PATH=instance, KEYFOB_ISSUER=ISSUER, KEYFOB_SECRET_KEY=secrets.token_urlsafe(48),
                        **settings)
             env["PYTHONPATH"] = options.source  # the checkout served, ahead of the installed one
-            added = subprocess.run([os.path.join(BIN, "keyfob"), "user", "add", "load"], input="pw\npw\n", text=True,
+            added = subprocess.run([os.path.join(BIN, "keyfob"), "user", "add", "load"], input="password1\npassword1\n", text=True,
                                    env=env, cwd=options.source, capture_output=True)
             if added.returncode:
                 raise SystemExit(f"keyfob user add failed:\n{added.stderr}")
@@ -394,7 +394,7 @@ def main():
         parser.error("--clients must be 1 to 250 (each has its own 127.N.0.0/16 source addresses)")
     if options.start:
         with started(options.start, options) as (url, server_pid):
-            errors, lost = load(url, "load", "pw", options, server_pid)
+            errors, lost = load(url, "load", "password1", options, server_pid)
     elif options.url and options.username and options.password is not None:
         errors, lost = load(options.url.rstrip("/"), options.username, options.password, options)
     else:

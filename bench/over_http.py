@@ -45,7 +45,7 @@ def personal_token(env):
     from models import AccessToken, User, db
     create_app()
     with db.connection_context():
-        return AccessToken.issue(User.register("alice", "pw")).token
+        return AccessToken.issue(User.register("alice", "password1")).token
 
 
 def free_port():

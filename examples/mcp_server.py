@@ -15,6 +15,7 @@ a token revoked at Keyfob stops working here at most 5 seconds later. Notes live
 
 Some clients (Claude, when it cannot read the metadata) look for /authorize, /token and /register on the MCP
 server's own host: /authorize sends the browser on to Keyfob, and /token and /register are passed through to it.
+Keyfob sees this server's address for those, so its per-address rate limits count them all together.
 """
 import argparse
 import hashlib
@@ -155,12 +156,16 @@ def keyfob_aliases(keyfob):
 
     def passed_to(path):
         async def forward(request):
+            body = await read_body(request.receive)
+            if sum(len(message.get("body", b"")) for message in body) > 64 * 1024:  # Keyfob's own cap
+                return JSONResponse({"error": "invalid_request", "error_description": "Too large"}, status_code=413)
             headers = {name: value for name, value in request.headers.items()
                        if name in ("authorization", "content-type", "accept")}
             async with httpx2.AsyncClient(timeout=10) as http:
-                answer = await http.post(f"{keyfob}{path}", content=await request.body(), headers=headers)
+                answer = await http.post(f"{keyfob}{path}", content=b"".join(m.get("body", b"") for m in body),
+                                         headers=headers)
             kept = {name: value for name, value in answer.headers.items()
-                    if name in ("content-type", "cache-control", "pragma", "www-authenticate")}
+                    if name in ("content-type", "cache-control", "pragma", "www-authenticate", "retry-after")}
             return Response(answer.content, answer.status_code, kept)
         return forward
     return [Route("/authorize", authorize), Route("/token", passed_to("/oauth/token"), methods=["POST"]),

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request
 from models import (CODE_CHALLENGE, LOOPBACK_HOSTS, SCOPES, AuditEvent, AuthorizationCode, Client,
                     app_scheme, canonical_scope, is_document_url, loopback_parts)
 from oauth import (OAuthError, find_resource, forbid_caching, is_parameter, issuer, limiter, optional_param,
-                   request_params, resources, with_query)
+                   redirect_trust, request_params, resources, with_query)
 from oauth.authentication import current_user, require_sign_in, sign_out
 from oauth.client_documents import client_for
 
@@ -88,7 +88,7 @@ def find_client(params):
 
 def require_redirect_uri(params):
     redirect_uri = params.get("redirect_uri")
-    if not g.client.allows_redirect(redirect_uri):
+    if not g.client.allows_redirect(redirect_uri, redirect_trust()):
         raise OAuthError("invalid_request", "The redirect_uri is missing or not registered for this client")
     return redirect_uri
 
@@ -147,6 +147,8 @@ def redirect_to_client(**params):
 
 @bp.errorhandler(OAuthError)
 def redirect_with_error(error):
-    if "redirect_uri" in g:
+    """To the client once its redirect URI is known, if the user decided (the consent form's POST) or the URI is
+    one to send anyone to unasked; else a page."""
+    if "redirect_uri" in g and (request.method == "POST" or g.client.redirects_without_asking(g.redirect_uri)):
         return redirect_to_client(**error.as_params(), state=g.get("state"))
     return render_template("authorizations/error.html", error=error), error.status

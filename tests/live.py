@@ -219,9 +219,9 @@ def assert_passes_keyfob_on(keyfob, mcp_url):
     """An example MCP server sends /authorize on to Keyfob and passes /token and /register through to it, for clients
     (Claude, without metadata) that look for them on the MCP server's own host."""
     base = mcp_url.removesuffix("/mcp")
-    sent_on = httpx2.get(f"{base}/authorize?client_id=x&state=y", timeout=TIMEOUT)
-    assert sent_on.status_code == 302
-    assert sent_on.headers["Location"] == f"{keyfob}/oauth/authorization/new?client_id=x&state=y"
+    query = "client_id=x&redirect_uri=http://127.0.0.1/cb?a=1&state=y"  # an unencoded ? in a value, as clients send
+    sent_on = httpx2.get(f"{base}/authorize?{query}", timeout=TIMEOUT)
+    assert sent_on.status_code == 302 and sent_on.headers["Location"] == f"{keyfob}/oauth/authorization/new?{query}"
     registered = httpx2.post(f"{base}/register", json={"redirect_uris": ["http://127.0.0.1/cb"]}, timeout=TIMEOUT)
     assert registered.status_code == 201 and registered.json()["redirect_uris"] == ["http://127.0.0.1/cb"]
     refused = httpx2.post(f"{base}/token", data={"grant_type": "authorization_code"}, timeout=TIMEOUT)

@@ -194,7 +194,7 @@ def test_keyfob_audit_prints_what_the_operator_and_the_users_did(env, tmp_path, 
         monkeypatch.setenv(name, value)
     create_app()
     try:
-        alice, bob = User.register("alice", "pw"), User.register("bob", "pw")
+        alice, bob = User.register("alice", PASSWORD), User.register("bob", PASSWORD)
         app = Client.registered_itself(name="Evil\x1b]0;pwned\x07App", redirect_uris=[REDIRECT_URI], scope="read")
         token = AccessToken.issue(alice, app)
         personal = AccessToken.create_personal(bob, "read", "CLI")

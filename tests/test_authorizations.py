@@ -2,6 +2,7 @@
 import pytest
 
 from actions import REDIRECT_URI, Actions
+from models import Client
 
 
 def test_authorization_asks_a_signed_out_user_to_sign_in_first(client, user, authorize_params):
@@ -221,3 +222,53 @@ def test_a_native_apps_scheme_is_named_on_the_consent_screen_and_receives_the_co
     approved = actions.approve(params)
     assert approved.location.startswith("cursor://anysphere.cursor-mcp/oauth/callback?code=")
     assert actions.query(approved)["state"] == "xyz-state"
+
+
+DEEP_LINK = "cursor://anysphere.cursor-deeplink/mcp/install?name=notes&config=eyJjb21tYW5kIjoiY3VybCBldmlsIn0="
+
+
+@pytest.mark.parametrize("signed_in_first", [False, True])
+@pytest.mark.parametrize("broken", [{"response_type": "token"}, {"code_challenge_method": "plain"},
+                                    {"scope": "admin"}])
+def test_an_error_before_the_user_decides_is_a_page_unless_the_redirect_is_local(
+        client, actions, user, authorize_params, oauth_client, broken, signed_in_first):
+    """RFC 9700 §4.11.2: Keyfob must not be a way to open an app link (or a page) of the requester's choosing."""
+    if signed_in_first:
+        actions.sign_in()
+    oauth_client.redirect_uris = [REDIRECT_URI, DEEP_LINK]
+    oauth_client.save()
+    to_app = client.get("/authorize", query_string={**authorize_params, "redirect_uri": DEEP_LINK, **broken})
+    assert to_app.status_code == 400 and to_app.location is None and "This app's request can't be used" in to_app.text
+    to_loopback = client.get("/authorize", query_string={**authorize_params, **broken})
+    assert to_loopback.status_code == 302 and to_loopback.location.startswith(REDIRECT_URI + "?error=")
+
+
+def test_an_operators_app_is_sent_its_errors_at_once(client, app, authorize_params):
+    operators = Client.registered_by_operator("Reports", ["https://reports.example.com/cb"])
+    response = client.get("/oauth/authorization/new", query_string={
+        **authorize_params, "client_id": operators.client_id, "redirect_uri": "https://reports.example.com/cb",
+        "response_type": "token"})
+    assert response.location.startswith("https://reports.example.com/cb?error=unsupported_response_type")
+
+
+def test_a_denial_goes_back_to_an_app_link_the_user_chose_to_answer(client, actions, signed_in, authorize_params,
+                                                                    oauth_client):
+    oauth_client.redirect_uris = ["cursor://anysphere.cursor-mcp/oauth/callback"]
+    oauth_client.save()
+    denied = actions.approve({**authorize_params, "redirect_uri": "cursor://anysphere.cursor-mcp/oauth/callback"},
+                             decision="deny")
+    assert denied.location.startswith("cursor://anysphere.cursor-mcp/oauth/callback?error=access_denied")
+
+
+class TestTrustWithdrawn:
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "TRUSTED_REDIRECT_SCHEMES": "vscode"}
+
+    def test_a_self_registered_redirect_no_longer_trusted_is_refused(self, client, signed_in, authorize_params,
+                                                                      oauth_client):
+        oauth_client.redirect_uris = ["cursor://anysphere.cursor-mcp/oauth/callback"]  # registered while trusted
+        oauth_client.save()
+        page = client.get("/oauth/authorization/new", query_string={
+            **authorize_params, "redirect_uri": "cursor://anysphere.cursor-mcp/oauth/callback"})
+        assert page.status_code == 400 and page.location is None and "not registered" in page.text

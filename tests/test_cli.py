@@ -62,18 +62,18 @@ def signs_in(app, username, password):
 
 
 def test_user_add_creates_a_user_who_can_sign_in(env, instance_app):
-    added = keyfob(env, "user", "add", "alice", typed="pw\npw\n")
+    added = keyfob(env, "user", "add", "alice", typed="password1\npassword1\n")
     assert added.returncode == 0 and "Added user alice" in added.stdout
     app = instance_app()
-    assert signs_in(app, "alice", "pw") and not signs_in(app, "alice", "wrong")
+    assert signs_in(app, "alice", "password1") and not signs_in(app, "alice", "wrong")
 
 
 def test_user_add_refuses_an_existing_name_and_keeps_the_first_password(env, instance_app):
-    assert keyfob(env, "user", "add", "alice", typed="pw\npw\n").returncode == 0
-    again = keyfob(env, "user", "add", "alice", typed="other\nother\n")
+    assert keyfob(env, "user", "add", "alice", typed="password1\npassword1\n").returncode == 0
+    again = keyfob(env, "user", "add", "alice", typed="another one\nanother one\n")
     assert again.returncode != 0 and "A user named 'alice' already exists" in again.stderr
     app = instance_app()
-    assert signs_in(app, "alice", "pw") and not signs_in(app, "alice", "other")
+    assert signs_in(app, "alice", "password1") and not signs_in(app, "alice", "another one")
 
 
 @pytest.mark.parametrize("name, typed, message", [
@@ -88,17 +88,17 @@ def test_user_add_refuses_bad_input_with_a_clear_message(env, instance_app, name
 
 
 def test_first_run_creates_a_private_secret_key_that_later_runs_reuse(env, instance):
-    assert keyfob(env, "user", "add", "alice", typed="pw\npw\n").returncode == 0
+    assert keyfob(env, "user", "add", "alice", typed="password1\npassword1\n").returncode == 0
     secret_key = instance / "secret_key"
     assert stat.S_IMODE(secret_key.stat().st_mode) == 0o600
     first = secret_key.read_text()
-    assert keyfob(env, "user", "add", "bob", typed="pw\npw\n").returncode == 0
+    assert keyfob(env, "user", "add", "bob", typed="password1\npassword1\n").returncode == 0
     assert len(first) >= 64 and secret_key.read_text() == first
 
 
 def test_the_default_database_runs_in_wal_mode(instance):
     env = keyfob_env(instance)
-    assert keyfob(env, "user", "add", "alice", typed="pw\npw\n").returncode == 0
+    assert keyfob(env, "user", "add", "alice", typed="password1\npassword1\n").returncode == 0
     with closing(sqlite3.connect(instance / "keyfob.db")) as database:
         assert database.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -167,7 +167,7 @@ def test_serve_takes_its_issuer_from_keyfob_issuer(serve):
 def seeded(instance_app):
     """alice with an OAuth token and a personal token, bob with nothing, one self-registered client."""
     instance_app()
-    alice, _ = User.register("alice", "pw"), User.register("bob", "pw")
+    alice, _ = User.register("alice", "password1"), User.register("bob", "password1")
     app = Client.create(name="Claude Code", redirect_uris=["http://127.0.0.1:33418/callback"], dynamically_registered=True)
     return {"client": app, "oauth": AccessToken.issue(alice, app, scope="read write"),
             "personal": AccessToken.issue(alice, description="CLI")}
@@ -266,3 +266,28 @@ def test_client_add_needs_a_redirect_uri_for_an_app_that_signs_people_in(env):
 def test_database_urls_are_printed_without_their_password():
     assert masked_url("postgresql://keyfob:hunter2@db:5432/keyfob") == "postgresql://keyfob:***@db:5432/keyfob"
     assert masked_url("postgresql://db/keyfob?user=k&password=hunter2&x=1") == "postgresql://db/keyfob?user=k&password=***&x=1"
+
+
+@pytest.mark.parametrize("setting, value, sentence", [
+    ("KEYFOB_TRUSTED_REDIRECT_SCHEMES", "javascript", "'javascript' is not an app's scheme"),
+    ("KEYFOB_TRUSTED_REDIRECT_SCHEMES", "Cursor", "lower case"),
+    ("KEYFOB_TRUSTED_REDIRECT_HOSTS", "https://claude.ai", "is not a host name"),
+    ("KEYFOB_RESOURCES", "http://127.0.0.1:8002/mcp", "is not URL=Name"),
+    ("KEYFOB_IDLE_TOKEN_DAYS", "soon", "is not a whole number of days")])
+def test_a_setting_keyfob_cannot_use_is_one_sentence_not_a_traceback(env, setting, value, sentence):
+    for command in (["user", "list"], ["serve", "--port", str(free_port())]):
+        result = subprocess.run([KEYFOB, *command], env={**env, setting: value}, capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode == 1 and sentence in result.stderr and "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1 and setting in result.stderr
+
+
+def test_a_port_in_use_is_one_sentence_not_a_traceback(env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([KEYFOB, "serve", "--port", str(port)], env=env, capture_output=True, text=True,
+                                timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "is serving" not in result.stdout
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr

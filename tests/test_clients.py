@@ -172,3 +172,8 @@ class TestTrustedRedirects:
 def test_a_setting_that_would_trust_a_browser_scheme_or_no_host_stops_keyfob_starting(config, setting, value):
     with pytest.raises(Refused, match=f"KEYFOB_{setting}"):
         create_app({**config, setting: value})
+
+
+def test_a_scheme_with_capitals_is_refused_for_what_it_is(client):
+    response = client.post("/oauth/clients", json={"redirect_uris": ["Cursor://anysphere.cursor-mcp/oauth/callback"]})
+    assert response.json["error"] == "invalid_redirect_uri" and "lower case" in response.json["error_description"]

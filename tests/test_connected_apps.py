@@ -1,5 +1,5 @@
 """Connected apps: what a user sees of the apps holding their tokens, and disconnecting one."""
-from models import AccessToken
+from models import AccessToken, Client
 
 
 def bearer(token):
@@ -57,3 +57,12 @@ def test_another_users_connection_is_a_404(app, client, actions, user, other_use
 
 def test_connected_apps_needs_sign_in(client):
     assert client.get("/my/connected_apps").location == "/session/new"
+
+
+def test_the_page_lists_an_app_whose_stored_redirect_uri_no_longer_parses(client, signed_in, user, app):
+    """A row registered before the rules refused unparsable authorities must not break the page (nor hide the
+    other apps' Disconnect buttons)."""
+    odd = Client.create(name="Odd", redirect_uris=["x.y://[::1/"], dynamically_registered=True)
+    AccessToken.issue(user, odd)
+    page = client.get("/my/connected_apps")
+    assert page.status_code == 200 and "Odd" in page.text

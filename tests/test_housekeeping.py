@@ -132,7 +132,7 @@ def keyfob(env, *args):
 @pytest.fixture
 def seeded(instance_app):
     """An unused self-registered client 31 days old, one 29 days old, an operator's client, and a token a year idle."""
-    alice = User.register("alice", "pw")
+    alice = User.register("alice", "password1")
     clients = {"old": self_registered(31), "young": self_registered(29),
                "operator": Client.registered_by_operator("Notes server", [], confidential=True)}
     AccessToken.issue(alice, description="CLI")

@@ -22,7 +22,7 @@ def keyfob(tmp_path, instance_database):
 
 
 def test_a_process_with_another_key_refuses_to_start_and_says_how_to_rotate(keyfob):
-    assert keyfob("user", "add", "alice", typed="pw\npw\n", KEYFOB_SECRET_KEY=OLD).returncode == 0
+    assert keyfob("user", "add", "alice", typed="password1\npassword1\n", KEYFOB_SECRET_KEY=OLD).returncode == 0
     refused = keyfob("user", "list", KEYFOB_SECRET_KEY=NEW)
     assert refused.returncode == 1
     assert "in use with a different secret key" in refused.stderr and "KEYFOB_SECRET_KEY_FALLBACKS" in refused.stderr
@@ -36,7 +36,7 @@ def test_a_process_with_another_key_refuses_to_start_and_says_how_to_rotate(keyf
 
 def test_keys_rotate_keeps_the_old_instance_key_as_a_fallback_until_retired(keyfob, tmp_path):
     instance = tmp_path / "instance"
-    assert keyfob("user", "add", "alice", typed="pw\npw\n").returncode == 0
+    assert keyfob("user", "add", "alice", typed="password1\npassword1\n").returncode == 0
     first = (instance / "secret_key").read_text()
 
     rotated = keyfob("keys", "rotate")
@@ -58,7 +58,7 @@ def test_keys_rotate_refuses_when_the_key_comes_from_the_environment(keyfob):
 
 
 def test_keys_reset_adopts_a_new_key_after_the_old_one_is_lost(keyfob, tmp_path):
-    assert keyfob("user", "add", "alice", typed="pw\npw\n").returncode == 0
+    assert keyfob("user", "add", "alice", typed="password1\npassword1\n").returncode == 0
     (tmp_path / "instance" / "secret_key").unlink()
     assert keyfob("user", "list").returncode == 1
     assert keyfob("keys", "reset").returncode == 0

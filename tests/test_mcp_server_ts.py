@@ -4,6 +4,7 @@
 Its bearer check is the TypeScript SDK's own requireBearerAuth, which refuses a token without an expiry."""
 import json
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -75,3 +76,16 @@ def test_tokens_for_another_resource_or_none_are_refused_with_the_sdks_challenge
 
 def test_the_typescript_server_passes_keyfobs_endpoints_on_for_clients_that_ignore_the_metadata(keyfob, notes):
     assert_passes_keyfob_on(keyfob, notes)
+
+
+def test_the_typescript_server_says_how_to_start_it_and_when_it_cannot(keyfob):
+    usage = subprocess.run(["node", "server.mjs", "--help"], cwd=EXAMPLE, capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 0 and "usage: node server.mjs" in usage.stdout
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(["node", "server.mjs", "--port", str(port), "--keyfob", keyfob, "--client-id", "x",
+                               "--client-secret", "y"], cwd=EXAMPLE, capture_output=True, text=True, timeout=30)
+    assert busy.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    assert "is serving" not in busy.stdout

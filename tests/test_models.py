@@ -205,9 +205,10 @@ def test_deleting_a_client_deletes_its_tokens(access_token, oauth_client):
 
 
 def test_user_registration_refuses_duplicates_empty_passwords_and_odd_names(app):
-    User.register("alice", "pw")
-    for name, password in (("alice", "pw2"), ("bob", ""), ("bob", "pw\0"), ("bob", "\ud800"), ("", "pw"), (" bob", "pw"),
-                           ("b" * 151, "pw"), ("bo b", "pw")):
+    User.register("alice", "password1")
+    for name, password in (("alice", "password2"), ("bob", ""), ("bob", "password\0"), ("bob", "password\ud800"),
+                           ("bob", "seven77"), ("bob", "é" * 513), ("", "password1"), (" bob", "password1"),
+                           ("b" * 151, "password1"), ("bo b", "password1")):
         with pytest.raises(ValueError):
             User.register(name, password)
 
@@ -340,7 +341,10 @@ def test_a_documents_redirect_uris_keep_what_may_be_registered():
     ("com.example.app:/oauth2redirect", True), ("com.example.app://cb?x=1", True), ("cursor://a/cb", True),
     ("vscode-insiders://a/cb", True), ("myapp://cb", False), ("com.example.app:", False), ("com.example.app:/#x", False),
     ("com.example.app://user@host/cb", False), ("com.example.app:/a/%2e%2e/b", False), ("Com.Example.App:/cb", False),
-    ("javascript:alert(1)", False), ("view-source:https://x", False), ("intent://x#Intent;end", False)])
+    ("javascript:alert(1)", False), ("view-source:https://x", False), ("intent://x#Intent;end", False),
+    ("x-safari-https://evil.example/", False), ("microsoft-edge:https://evil.example/", False),
+    ("x.y://h:abc/", False), ("x.y://[::1/", False), ("x.y://a..b/", False), ("x.y://" + "a" * 64 + "/", False),
+    ("x.y://h:65536/", False), ("x.y://UPPER/", False), ("x.y://h:8080/cb?at=@x", True), ("x.y:///cb", True)])
 def test_native_apps_register_private_use_schemes_with_a_period_or_trusted(uri, allowed):
     assert Client.registrable_redirect(uri) is allowed  # RFC 8252 §7.1
 

@@ -253,12 +253,22 @@ def app_redirect(uri):
     period, or one of the matrix's apps'; not a browser's; something after the colon; no userinfo, fragment,
     backslash or dot-segment."""
     scheme, _, rest = uri.partition(":")
-    authority = re.split(r"[/?#]", rest[2:])[0] if rest.startswith("//") else ""
     segments = rest.split("?")[0].lower().replace("%2e", ".").split("/")
     return (re.fullmatch(r"[\x21-\x7e]+", uri) is not None and re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) is not None
             and bool(rest) and ("." in scheme or scheme in ("cursor", "vscode", "vscode-insiders"))
-            and "@" not in authority and "#" not in rest and "\\" not in rest and "." not in segments
+            and plain_authority(rest) and "#" not in rest and "\\" not in rest and "." not in segments
             and ".." not in segments)
+
+
+def plain_authority(rest):
+    """No authority, or a lower-case host name (labels of letters, digits and inner hyphens, 63 at most) and a
+    port in range: no userinfo, no brackets."""
+    if not rest.startswith("//"):
+        return True
+    host, colon, port = re.split(r"[/?#]", rest[2:])[0].partition(":")
+    labels_fit = all(re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", label) and len(label) <= 63
+                     for label in (host.split(".") if host else []))
+    return labels_fit and (not colon or port.isdigit() and len(port) <= 5 and int(port) <= 65535)
 
 
 def printable(name):

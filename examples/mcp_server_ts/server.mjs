@@ -26,15 +26,29 @@ const CACHE_SECONDS = 5;
 const WRITE_TOOLS = new Set(["add_note"]);
 const notes = new Map(); // username → notes
 
+const USAGE = `usage: node server.mjs [--port 8002] [--keyfob http://127.0.0.1:8000] --client-id ID --client-secret SECRET
+Each option can come from the environment instead: MCP_SERVER_PORT, MCP_SERVER_KEYFOB (Keyfob's issuer, exactly as
+its metadata spells it), MCP_SERVER_CLIENT_ID, MCP_SERVER_CLIENT_SECRET (better for the secret, which ps would show).`;
 const env = process.env;
-const { values: options } = parseArgs({ options: {
-  port: { type: "string", default: env.MCP_SERVER_PORT ?? "8002" },
-  keyfob: { type: "string", default: env.MCP_SERVER_KEYFOB ?? "http://127.0.0.1:8000" },
-  "client-id": { type: "string", default: env.MCP_SERVER_CLIENT_ID },
-  "client-secret": { type: "string", default: env.MCP_SERVER_CLIENT_SECRET },
-} });
+let options;
+try {
+  ({ values: options } = parseArgs({ options: {
+    port: { type: "string", default: env.MCP_SERVER_PORT ?? "8002" },
+    keyfob: { type: "string", default: env.MCP_SERVER_KEYFOB ?? "http://127.0.0.1:8000" },
+    "client-id": { type: "string", default: env.MCP_SERVER_CLIENT_ID },
+    "client-secret": { type: "string", default: env.MCP_SERVER_CLIENT_SECRET },
+    help: { type: "boolean", short: "h" },
+  } }));
+} catch (error) {
+  console.error(`${error.message}\n${USAGE}`);
+  process.exit(2);
+}
+if (options.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 if (!options["client-id"] || !options["client-secret"]) {
-  console.error("Give the confidential client's --client-id and --client-secret (or MCP_SERVER_CLIENT_ID/_SECRET).");
+  console.error(`Give the confidential client's --client-id and --client-secret.\n${USAGE}`);
   process.exit(2);
 }
 const keyfob = options.keyfob.replace(/\/$/, "");
@@ -65,9 +79,13 @@ async function introspect(token, asked) {
       headers: { Authorization: `Basic ${credentials.toString("base64")}`, Accept: "application/json" },
     });
   } catch (error) {
+    console.error(`Keyfob's introspection did not answer: ${error.message}`);
     throw new ServerError(`Keyfob's introspection did not answer: ${error.message}`);
   }
-  if (response.status !== 200) throw new ServerError("Keyfob refused to introspect: check the client ID and secret");
+  if (response.status !== 200) {
+    console.error(`Keyfob refused to introspect (${response.status}): check the client ID and secret`);
+    throw new ServerError("Keyfob refused to introspect: check the client ID and secret");
+  }
   const answer = await response.json();
   // A token bound to another resource (Keyfob's own API, another server) is not for this one (RFC 8707 §2).
   if (answer.active !== true || answer.aud !== resource.href) throw new InvalidTokenError("The token is not active here");
@@ -107,26 +125,32 @@ function writeToolsNeedWrite(req, res, next) {
   res.status(403).json({ error: "insufficient_scope", error_description: "This tool needs write" });
 }
 
-/** Forward a POST to Keyfob's endpoint, for clients that look for /token and /register here (README: compatibility). */
+/** Forward a POST to Keyfob's endpoint, for clients that look for /token and /register here (README: compatibility).
+ *  Keyfob sees this server's address, so its per-address limits count every client that comes this way together. */
 function toKeyfob(path) {
   return async (req, res) => {
     const headers = Object.fromEntries(["authorization", "content-type", "accept"]
       .filter(name => req.headers[name]).map(name => [name, req.headers[name]]));
     const answer = await fetch(`${keyfob}${path}`, { method: "POST", headers, body: req.rawBody });
-    for (const name of ["content-type", "cache-control", "pragma", "www-authenticate"]) {
+    for (const name of ["content-type", "cache-control", "pragma", "www-authenticate", "retry-after"]) {
       if (answer.headers.get(name)) res.set(name, answer.headers.get(name));
     }
     res.status(answer.status).send(Buffer.from(await answer.arrayBuffer()));
   };
 }
 
-const oauthMetadata = await (await fetch(`${keyfob}/.well-known/oauth-authorization-server`)).json();
+let oauthMetadata;
+try {
+  oauthMetadata = await (await fetch(`${keyfob}/.well-known/oauth-authorization-server`)).json();
+} catch (error) {
+  console.error(`Keyfob does not answer at ${keyfob}: ${error.cause?.code ?? error.message}`);
+  process.exit(1);
+}
 const app = express();
 app.use(mcpAuthMetadataRouter({ oauthMetadata, resourceServerUrl: resource, scopesSupported: ["read", "write"],
                                 resourceName: "Notes" }));
 app.get("/authorize", (req, res) => {
-  const query = req.originalUrl.split("?")[1];
-  res.redirect(oauthMetadata.authorization_endpoint + (query ? `?${query}` : ""));
+  res.redirect(oauthMetadata.authorization_endpoint + new URL(req.originalUrl, "http://here").search);
 });
 app.post(["/token", "/register"], express.raw({ type: () => true, limit: "64kb" }), (req, res, next) => {
   req.rawBody = req.body;
@@ -145,4 +169,10 @@ app.post("/mcp", express.json({ limit: "1mb" }),
     await transport.handleRequest(req, res, req.body);
   });
 app.all("/mcp", (req, res) => res.status(405).set("Allow", "POST").json({ error: "method_not_allowed" }));
-app.listen(Number(options.port), "127.0.0.1", () => console.log(`Notes is serving ${resource.href}`));
+app.listen(Number(options.port), "127.0.0.1", error => {
+  if (error) {
+    console.error(`Notes cannot listen on 127.0.0.1:${options.port}: ${error.code ?? error.message}`);
+    process.exit(1);
+  }
+  console.log(`Notes is serving ${resource.href}`);
+});
