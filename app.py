@@ -17,13 +17,13 @@ from peewee import DataError, InterfaceError, OperationalError, SqliteDatabase
 from werkzeug.exceptions import HTTPException
 
 import migrations
-from models import AuditEvent, RedirectTrust, SecretKeyCheck, db, scope_words
+from models import AuditEvent, RedirectTrust, SecretKeyCheck, db, scope_words, when
 from oauth import MACHINE_ENDPOINTS, MACHINE_PATHS, OAuthError, csrf, is_machine_request, limiter, machine_endpoint
 from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, introspections,
-                   metadata, revocations, sessions, tokens)
+                   metadata, passwords, revocations, sessions, tokens)
 
 BLUEPRINTS = (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, introspections,
-              metadata, revocations, sessions, tokens)
+              metadata, passwords, revocations, sessions, tokens)
 TRUST_SETTINGS = ("TRUSTED_REDIRECT_SCHEMES", "TRUSTED_REDIRECT_HOSTS")
 STRING_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "ISSUER", "DATABASE_URL", "RATELIMIT_STORAGE_URI",
                    "RESOURCES", *TRUST_SETTINGS)
@@ -257,7 +257,7 @@ def register_error_handlers(app):
     def failure(status, error, description, title, message, headers=None):
         if is_machine_request():
             return OAuthError(error, description, status, headers).as_response()
-        return render_template("errors/show.html", title=title, message=message), status, headers or {}
+        return render_template("errors/show.html", title=title, message=message, status=status), status, headers or {}
 
     app.register_error_handler(OAuthError, OAuthError.as_response)
     app.register_error_handler(CSRFError, lambda error: failure(
@@ -303,11 +303,6 @@ def secure_headers(response):
     response.headers["Content-Security-Policy"] = (
         "frame-ancestors 'none'" if response.mimetype == "application/json" else PAGE_CSP)
     return response
-
-
-def when(timestamp):
-    """A stored time as people read it (UTC), or "never"."""
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp)) if timestamp else "never"
 
 
 def log_audit_events():

@@ -13,8 +13,8 @@ import click
 from peewee import JOIN, OperationalError, fn
 
 import migrations
-from app import create_app, when, write_instance_file
-from models import AccessToken, AuditEvent, Client, Refused, SecretKeyCheck, User, db, printable_name, sweep
+from app import create_app, write_instance_file
+from models import AccessToken, AuditEvent, Client, Refused, SecretKeyCheck, User, db, printable_name, sweep, when
 
 SWEEP_EVERY, SWEEP_RETRY_AFTER = 24 * 60 * 60, 60 * 60
 SWITCH_INTERVAL = 0.0005  # seconds a waitress thread may wait for the GIL while another computes (Python: 0.005)

@@ -80,6 +80,11 @@ def canonical_scope(value):
     return GRANTS[1] if "write" in words else GRANTS[0]
 
 
+def when(timestamp):
+    """A stored time as people read it (UTC), or "never"."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp)) if timestamp else "never"
+
+
 def scope_words(scope):
     """A granted scope as people read it: "read", or "read and write"."""
     return " and ".join(scope.split(" "))
@@ -104,6 +109,11 @@ def usable_password(password):
 
 def digest(secret):
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def request_address():
+    """The address the current request came from, if there is one (a command has none)."""
+    return request.remote_addr if has_request_context() else None
 
 
 def is_document_url(client_id):
@@ -526,13 +536,20 @@ class Client(BaseModel):
         self.redirect_uris_json = json.dumps(list(uris))
 
     @property
-    def redirect_host(self):
-        """Where people are sent back to, by the first redirect URI: its host (a loopback app's port varies), or
-        a native app's scheme."""
+    def sends_back_to(self):
+        """Where people are sent back to, in a few words, by the first redirect URI: a native app's scheme, an
+        https host, or a loopback host and port."""
         first = self.redirect_uris[0] if self.redirect_uris else None
         if app_scheme(first):
-            return f"{app_scheme(first)}:"
-        return https_host(first) or (loopback_parts(first) or [None])[0]
+            return f"the app for {app_scheme(first)}: links"
+        loopback = loopback_parts(first)
+        return https_host(first) or (f"{loopback[0]}:{loopback[1]}" if loopback and loopback[1] else
+                                     loopback[0] if loopback else None)
+
+    @property
+    def short_id(self):
+        """Enough of the client ID to tell two apps of one name apart: a document's host, or six characters."""
+        return self.document_host or self.client_id[:6]
 
     @property
     def document_host(self):
@@ -634,6 +651,8 @@ class AccessToken(BaseModel):
     description = CharField(max_length=255, null=True)
     created_at = IntegerField(default=now)
     last_used_at = IntegerField(null=True)
+    created_from = CharField(max_length=64, null=True)  # the address of the request that made it
+    last_used_from = CharField(max_length=64, null=True)  # the address it was last presented from, at the API
 
     MAX_LENGTH = 128
     USE_RECORDED_EVERY = 60
@@ -648,7 +667,8 @@ class AccessToken(BaseModel):
         kind = OAUTH_TOKEN if client else PERSONAL_TOKEN
         token = kind + secrets.token_urlsafe(32)
         fields = {"digest": digest(token), "display_prefix": token[:len(kind) + 6], "scope": scope,
-                  "resource": resource, "code_jti": code_jti, "description": description, "created_at": now()}
+                  "resource": resource, "code_jti": code_jti, "description": description, "created_at": now(),
+                  "created_from": request_address()}
         columns = {**fields, "user_id": user.id, "oauth_client_id": client.id if client else None}
         inserted = db.execute_sql(f"INSERT INTO access_tokens ({', '.join(columns)}) VALUES"
                                   f" ({', '.join([db.param] * len(columns))}) RETURNING id", list(columns.values()))
@@ -684,11 +704,10 @@ class AccessToken(BaseModel):
         return token
 
     @classmethod
-    def authenticate(cls, token, idle_days=0, at=None):
-        """The BearerToken a presented token stands for, else None; records its use at most once a minute. With
-        idle_days, a token unused that long is refused, swept or not, and one in use expires that long after
-        its last recorded use. Fixed SQL on the driver's cursor: every API call runs it, and peewee's wrapper
-        would double its cost."""
+    def authenticate(cls, token, idle_days=0, address=None, at=None):
+        """The BearerToken a presented token stands for, else None; records its use (and address) at most once a
+        minute. With idle_days, a token unused that long is refused and one in use expires that long after its last
+        use. Fixed SQL on the driver's cursor: every API call runs it; peewee's wrapper would double its cost."""
         if not isinstance(token, str) or not token.startswith(SECRET) or len(token) > cls.MAX_LENGTH \
                 or not token.isascii():
             return None
@@ -696,8 +715,7 @@ class AccessToken(BaseModel):
             cursor = db.cursor()
             cursor.execute(
                 "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.user_id, t.created_at, t.last_used_at"
-                " FROM access_tokens t"
-                " JOIN users u ON u.id = t.user_id LEFT JOIN clients c ON c.id = t.oauth_client_id"
+                " FROM access_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN clients c ON c.id = t.oauth_client_id"
                 f" WHERE t.digest = {db.param}", (digest(token),))
             row = cursor.fetchone()
         if row is None:
@@ -706,24 +724,36 @@ class AccessToken(BaseModel):
         if idle_days and at - last_use >= idle_days * DAY:
             return None
         if row[7] is None or at - row[7] >= cls.USE_RECORDED_EVERY:
-            db.execute_sql(f"UPDATE access_tokens SET last_used_at = {db.param} WHERE id = {db.param}", (at, row[0]))
+            db.execute_sql(f"UPDATE access_tokens SET last_used_at = {db.param},"
+                           f" last_used_from = COALESCE({db.param}, last_used_from) WHERE id = {db.param}",
+                           (at, address, row[0]))
             last_use = at
         return BearerToken(*row[:7], expires_at=last_use + idle_days * DAY if idle_days else None)
 
     @classmethod
     def connected_apps(cls, user):
-        """The clients holding the user's tokens, each with the widest scope granted ("read" sorts before
-        "read write"), when it was first authorized and when it was last used."""
-        return list(Client.select(Client, fn.MIN(cls.created_at).alias("first_authorized"),
-                                  fn.MAX(cls.last_used_at).alias("last_used"), fn.MAX(cls.scope).alias("granted_scope"))
-                    .join(cls, on=cls.oauth_client == Client.id).where(cls.user == user)
-                    .group_by(Client).order_by(fn.LOWER(Client.name)))
+        """The apps holding the user's tokens, by name; apps of the same name are told apart by their suffix."""
+        apps = {}
+        for token in (cls.select(cls, Client).join(Client).where(cls.user == user)
+                      .order_by(cls.created_at.desc(), cls.id.desc())):
+            apps.setdefault(token.oauth_client_id, ConnectedApp(token.oauth_client, [])).tokens.append(token)
+        named = sorted(apps.values(), key=lambda app: (app.client.name.lower(), app.client.created_at))
+        names = [app.client.name for app in named]
+        return [app._replace(suffix=app.client.short_id if names.count(app.client.name) > 1 else None)
+                for app in named]
 
     @classmethod
-    def disconnect(cls, user, client):
-        """Revoke every token the user granted the client, in one statement; how many there were."""
+    def connected_app(cls, user, client_id):
+        """One of the user's connected apps by client_id, else None."""
+        return next((app for app in cls.connected_apps(user) if app.client.client_id == client_id), None)
+
+    @classmethod
+    def disconnect(cls, user, client, token_id=None):
+        """Revoke the tokens the user granted the client (one connection's, with token_id), in one statement;
+        how many there were."""
+        condition = (cls.user == user) & (cls.oauth_client == client)
         with db.atomic():
-            revoked = cls.delete().where((cls.user == user) & (cls.oauth_client == client)).execute()
+            revoked = cls.delete().where(condition & (cls.id == token_id if token_id else True)).execute()
             if revoked:
                 AuditEvent.record("app.disconnected", user, client, revoked=revoked)
         return revoked
@@ -742,11 +772,16 @@ class AccessToken(BaseModel):
         return list(cls.select().where((cls.user == user) & cls.oauth_client.is_null()).order_by(cls.created_at.desc()))
 
     @classmethod
+    def personal_token(cls, user, token_id):
+        """One of the user's personal tokens by id, else None."""
+        if not 0 < token_id < 2 ** 63:
+            return None
+        return cls.get_or_none((cls.id == token_id) & (cls.user == user) & cls.oauth_client.is_null())
+
+    @classmethod
     def revoke_personal(cls, user, token_id):
         """Delete one of the user's personal tokens by id; False if the user has no such token."""
-        if not 0 < token_id < 2 ** 63:
-            return False
-        token = cls.get_or_none((cls.id == token_id) & (cls.user == user) & cls.oauth_client.is_null())
+        token = cls.personal_token(user, token_id)
         return bool(token and token.remove())
 
     @classmethod
@@ -774,6 +809,33 @@ class AccessToken(BaseModel):
             AuditEvent.record("token.revoked" if self.oauth_client_id else "personal_token.revoked", self.user,
                               self.oauth_client, token=self.display_prefix, description=self.description, by=by)
         return True
+
+
+class ConnectedApp(NamedTuple):
+    """An app as the user who connected it sees it: the client and the user's tokens for it, one a connection,
+    newest first."""
+    client: Client
+    tokens: list
+    suffix: str | None = None  # when another connected app has the same name
+
+    @property
+    def first_authorized(self):
+        return min(token.created_at for token in self.tokens)
+
+    @property
+    def last_use(self):
+        """The most recently used token, or None if none was used."""
+        return max((token for token in self.tokens if token.last_used_at), key=lambda token: token.last_used_at,
+                   default=None)
+
+    @property
+    def scope(self):
+        """The widest scope granted ("read" sorts before "read write")."""
+        return max(token.scope for token in self.tokens)
+
+    @property
+    def resources(self):
+        return sorted({token.resource for token in self.tokens if token.resource})
 
 
 class RedeemedCode(BaseModel):
@@ -824,7 +886,7 @@ class AuditEvent(BaseModel):
         row = {"at": now(), "event": event, "user_id": user.id if user else None,
                "username": user.username if user else username,
                "client_id": client.client_id if client else None, "client_name": client.name if client else None,
-               "address": request.remote_addr if has_request_context() else None}
+               "address": request_address()}
         row.update({name: clean(row[name], limit) for name, limit in cls.LIMITS.items()})
         if cls.LOG.isEnabledFor(logging.INFO):
             cls.LOG.info(json.dumps({**row, **detail}))
@@ -837,9 +899,12 @@ class AuditEvent(BaseModel):
             cls.LOG.warning("The audit event %s was not stored: %s", event, type(error).__name__)
 
     @classmethod
-    def recent(cls, limit=100, user=None, username=None):
-        """The latest events, newest first: a user's own, or those recorded under a username, or everyone's."""
+    def recent(cls, limit=100, user=None, username=None, before=None):
+        """The latest events (before an event's id, for the next page), newest first: a user's own, or those
+        recorded under a username, or everyone's."""
         events = cls.select().order_by(cls.id.desc()).limit(limit)
+        if before is not None:
+            events = events.where(cls.id < before)
         if user is not None:  # SQLite may give a removed user's id to the next one: not their history
             events = events.where((cls.user_id == user.id) & (cls.username == user.username)
                                   & (cls.at >= user.created_at))

@@ -4,6 +4,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from models import GRANTS, AccessToken, printable_name
 from oauth import forbid_caching
 from oauth.authentication import current_user, login_required
+from oauth.pages import confirmation
 
 bp = Blueprint("access_tokens", __name__)
 bp.after_request(forbid_caching)  # a new token is shown on the page that answers its form
@@ -29,6 +30,17 @@ def create():
                                scopes=GRANTS, description=description[:255], error=error), 422
     token = AccessToken.create_personal(current_user(), scope, description)
     return render_template("access_tokens/created.html", token=token), 201
+
+
+@bp.get("/my/access_tokens/<int:token_id>/revoke")
+@login_required
+def confirm_destroy(token_id):
+    """Ask before revoking a personal token."""
+    token = AccessToken.personal_token(current_user(), token_id) or abort(404)
+    return confirmation(f"Revoke “{token.description}”?", [
+        f"The token {token.display_prefix}… stops working at once: whatever uses it is refused from its next request.",
+        "A revoked token cannot be brought back; make a new one if you need one."],
+        url_for(".destroy", token_id=token_id), "Revoke", url_for(".index"))
 
 
 @bp.post("/my/access_tokens/<int:token_id>/revoke")

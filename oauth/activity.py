@@ -1,13 +1,17 @@
 """Activity: the signed-in user's own events from the audit trail, in words."""
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, request
 
 from models import GRANTS, AuditEvent, scope_words
 from oauth.authentication import current_user, login_required
 
 bp = Blueprint("activity", __name__)
 
-SHOWN = 100
+SHOWN = 50  # a page
+FOLDED_WITHIN = 60  # seconds between failed sign-ins shown as one line
 WORDS = {"sign_in.failed": "Someone failed to sign in as you",
+         "signed_in": "You signed in",
+         "signed_out": "You signed out",
+         "password.changed": "Your password was changed",
          "consent.granted": "You approved {app} to {scope}",
          "consent.denied": "You denied {app}",
          "token.issued": "{app} received an access token to {scope}",
@@ -26,10 +30,26 @@ BY = {"operator": "by the operator", "holder": "by whoever held it"}
 @bp.get("/my/activity")
 @login_required
 def index():
-    """List the latest events of the signed-in user's account, newest first."""
-    events = AuditEvent.recent(SHOWN, user=current_user())
-    return render_template("activity/index.html", events=[(event, describe(event)) for event in events],
-                           capped=len(events) == SHOWN)
+    """The signed-in user's events, newest first, a page at a time; repeated failed sign-ins fold into one line."""
+    before = request.args.get("before", type=int)
+    events = AuditEvent.recent(SHOWN + 1, user=current_user(), before=before if before and 0 < before < 2 ** 63 else None)
+    page = events[:SHOWN]
+    lines = [(event, describe(event), count) for event, count in folded(page)]
+    return render_template("activity/index.html", lines=lines, older=page[-1].id if len(events) > SHOWN else None,
+                           paged=before is not None)
+
+
+def folded(events):
+    """(event, how many) for each line: failed sign-ins less than a minute apart from one address are one line."""
+    lines = []
+    for event in events:
+        previous = lines[-1][0] if lines else None
+        if previous and event.event == previous.event == "sign_in.failed" and event.address == previous.address \
+                and previous.at - event.at <= FOLDED_WITHIN:
+            lines[-1] = (event, lines[-1][1] + 1)  # the line keeps the earliest time of its run
+        else:
+            lines.append((event, 1))
+    return lines
 
 
 def describe(event):

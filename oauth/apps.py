@@ -4,6 +4,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from models import Client, Refused
 from oauth import forbid_caching, redirect_trust
 from oauth.authentication import current_user, login_required
+from oauth.pages import confirmation
 
 bp = Blueprint("apps", __name__)
 bp.after_request(forbid_caching)  # a confidential app's secret is shown on the page that makes it
@@ -60,13 +61,23 @@ def update(client_id):
     return redirect(url_for("apps.show", client_id=client_id))
 
 
+@bp.get("/my/apps/<client_id>/secret")
+@login_required
+def confirm_regenerate_secret(client_id):
+    """Ask before replacing a confidential app's secret."""
+    app = find_confidential_app(client_id)
+    return confirmation(f"Generate a new secret for {app.name}?", [
+        f"The secret {app.name} uses now stops working at once: every server holding it is refused until it is "
+        "given the new one.", "The new secret is shown once, on the next page."],
+        url_for(".regenerate_secret", client_id=client_id), "Generate a new secret",
+        url_for(".show", client_id=client_id))
+
+
 @bp.post("/my/apps/<client_id>/secret")
 @login_required
 def regenerate_secret(client_id):
     """Replace a confidential app's secret; the old one stops working at once."""
-    app = find_app(client_id)
-    if not app.is_confidential:
-        abort(404)
+    app = find_confidential_app(client_id)
     return render_template("apps/secret.html", app=app, secret=app.regenerate_secret(), regenerated=True)
 
 
@@ -74,7 +85,10 @@ def regenerate_secret(client_id):
 @login_required
 def confirm_destroy(client_id):
     """Ask before deleting an app."""
-    return render_template("apps/delete.html", app=find_app(client_id))
+    app = find_app(client_id)
+    return confirmation(f"Delete {app.name}?", [
+        "The app is removed, and every token issued to it — for every person who connected it — is revoked at once."],
+        url_for(".destroy", client_id=client_id), "Delete app", url_for(".show", client_id=client_id))
 
 
 @bp.post("/my/apps/<client_id>/delete")
@@ -96,3 +110,8 @@ def find_app(client_id):
     """The user's own app; anyone else's is a 404 like a missing one."""
     app = Client.find_by("client_id", client_id)
     return app if app and app.owner_id == current_user().id else abort(404)
+
+
+def find_confidential_app(client_id):
+    app = find_app(client_id)
+    return app if app.is_confidential else abort(404)

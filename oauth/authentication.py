@@ -60,7 +60,7 @@ def require_token(scope):
                 return challenge(400, "invalid_request", "Send the access token in the Authorization header only")
             if scheme.lower() != "bearer":
                 return challenge(401, scope=needed)
-            g.access_token = AccessToken.authenticate(token, idle_token_days())
+            g.access_token = AccessToken.authenticate(token, idle_token_days(), request.remote_addr)
             if g.access_token is None or g.access_token.resource not in (None, issuer()):
                 return challenge(401, "invalid_token", "The access token is invalid, revoked, or for another resource")
             if canonical_scope(f"{g.access_token.scope} {scope}") != g.access_token.scope:

@@ -1,4 +1,6 @@
 """Sign-in and sign-out for the people who approve apps."""
+import time
+
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 
 from models import AuditEvent, User
@@ -13,6 +15,11 @@ def submitted_username():
     return username.strip().lower()[:150] or "-"
 
 
+def failed(response):
+    """Only a failed sign-in counts against the limits: they stop guessing, not people signing in again."""
+    return response.status_code == 401
+
+
 @bp.get("/session/new")
 def new():
     """Show the sign-in form."""
@@ -20,8 +27,8 @@ def new():
 
 
 @bp.post("/session")
-@limiter.limit("10/minute")
-@limiter.limit("5/minute", key_func=submitted_username, scope="sign-in per username")
+@limiter.limit("10/minute", deduct_when=failed)
+@limiter.limit("5/minute", key_func=submitted_username, scope="sign-in per username", deduct_when=failed)
 def create():
     """Sign in, then go back to where the browser was going (an authorization request, usually)."""
     username, password = request.form.get("username", ""), request.form.get("password", "")
@@ -33,12 +40,15 @@ def create():
         return render_template("sessions/new.html", username=username[:150]), 401
     return_to = session.get("return_to")
     sign_in(user)
+    AuditEvent.record("signed_in", user)
     return redirect(return_to if is_local_path(return_to) else url_for("home.show"))
 
 
 @bp.post("/session/destroy")
 def destroy():
     """Sign out."""
+    if current_user():
+        AuditEvent.record("signed_out", current_user())
     session.clear()
     flash("You are signed out.", "notice")
     return redirect(url_for("sessions.new"))
@@ -51,3 +61,14 @@ def is_local_path(path):
 @bp.app_context_processor
 def signed_in_user():
     return {"current_user": current_user()}
+
+
+@bp.errorhandler(429)
+def too_many_failures(error):
+    """The sign-in form again, with the name typed, saying when to try again."""
+    reset_at = getattr(limiter.current_limit, "reset_at", None)
+    seconds = max(1, round(reset_at - time.time())) if reset_at else 60
+    wait = f"{seconds} seconds" if seconds < 90 else f"{round(seconds / 60)} minutes"
+    flash(f"Too many failed sign-ins for this name or from this address. Try again in {wait}.", "error")
+    return render_template("sessions/new.html", username=request.form.get("username", "")[:150]), 429, \
+        {"Retry-After": str(seconds)}

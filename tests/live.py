@@ -177,12 +177,13 @@ class Browser(httpx2.Client):
         assert answer.headers["location"].startswith(form["redirect_uri"] + "?")
         return Actions.query(answer)
 
-    def authorize(self, client_id, redirect_uri=REDIRECT_URI, scope="read", consent_at="", approve_at="", **params):
-        """Ask for a code for client_id, with PKCE, and approve it: (code, verifier)."""
+    def authorize(self, client_id, redirect_uri=REDIRECT_URI, scope="read", consent_at="", approve_at="",
+                  username="alice", **params):
+        """Ask for a code for client_id, with PKCE, and approve it as username: (code, verifier)."""
         verifier = secrets.token_urlsafe(48)
         params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "state": "s",
                   "code_challenge": s256(verifier), "code_challenge_method": "S256", "scope": scope, **params}
-        answer = self.approve(f"{consent_at}/oauth/authorization/new?{urlencode(params)}", approve_at)
+        answer = self.approve(f"{consent_at}/oauth/authorization/new?{urlencode(params)}", approve_at, username)
         return answer["code"], verifier
 
 

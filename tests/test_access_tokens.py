@@ -71,3 +71,15 @@ def test_an_impossible_token_id_is_a_404(client, actions, signed_in):
 def test_a_description_loses_control_and_bidi_characters(signed_in, actions):
     create(actions, description="Back\u202eup\x00", scope="read")
     assert AccessToken.get().description == "Backup"
+
+
+def test_revoking_a_personal_token_asks_first(client, actions, signed_in):
+    token = AccessToken.create_personal(signed_in, "read", "Backup script")
+    index = client.get("/my/access_tokens").text
+    assert f'href="/my/access_tokens/{token.id}/revoke"' in index
+    assert f'action="/my/access_tokens/{token.id}/revoke"' not in index  # no one-click revoke
+    confirm = client.get(f"/my/access_tokens/{token.id}/revoke")
+    assert "Revoke “Backup script”?" in confirm.text and f"{token.display_prefix}… stops working" in confirm.text
+    assert client.get(f"/my/access_tokens/{token.id + 1}/revoke").status_code == 404
+    client.post(f"/my/access_tokens/{token.id}/revoke", data={"csrf_token": actions.csrf_token(confirm)})
+    assert AccessToken.personal(signed_in) == []

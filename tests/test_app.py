@@ -52,7 +52,8 @@ def test_the_instance_folder_is_its_owners_only(app):
 def test_unknown_paths_answer_json_to_machines_and_a_page_to_browsers(client):
     assert client.get("/oauth/nothing").status_code == 404
     assert client.get("/api/nothing").json["error"] == "not_found"
-    assert b"<h1>Not Found</h1>" in client.get("/nothing").data
+    page = client.get("/nothing")
+    assert "<h1>This page does not exist</h1>" in page.text and 'href="/session/new">Sign in</a>' in page.text
 
 
 def test_wrong_methods_answer_an_oauth_error(client):
@@ -85,3 +86,12 @@ def test_every_function_in_app_py_serves_create_app():
     used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     assert defined - {"create_app"} <= used
+
+
+@pytest.mark.parametrize("method, path, data, title", [
+    ("get", "/nothing", None, "This page does not exist"), ("get", "/session", None, "This page does not work that way"),
+    ("post", "/my/password", {"csrf_token": "stale"}, "This form has expired")])
+def test_error_pages_are_in_the_sites_layout_with_a_way_on(client, actions, signed_in, method, path, data, title):
+    page = getattr(client, method)(path, data=data)
+    assert f"<h1>{title}</h1>" in page.text and 'href="/">Go to your account</a>' in page.text
+    assert 'class="masthead"' in page.text

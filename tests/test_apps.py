@@ -141,3 +141,12 @@ def test_editing_cleans_the_name_as_registration_does(client, actions, signed_in
     assert client.post(f"/my/apps/{app.client_id}", data={"csrf_token": token, "name": disguised,
                                                           "redirect_uris": HTTPS_REDIRECT}).status_code == 302
     assert Client.get_by_id(app.id).name == "ppA dooG[2J"
+
+
+def test_a_new_secret_is_asked_for_first_and_the_old_one_named_as_lost(client, actions, signed_in):
+    secret_on(register_app(actions, kind="confidential"))
+    app = Client.get(Client.name == "Reports")
+    show = client.get(f"/my/apps/{app.client_id}").text
+    assert f'href="/my/apps/{app.client_id}/secret"' in show and 'action="/my/apps/' + app.client_id + '/secret"' not in show
+    confirm = client.get(f"/my/apps/{app.client_id}/secret")
+    assert "stops working at once" in confirm.text and "Generate a new secret" in confirm.text

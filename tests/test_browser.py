@@ -38,7 +38,7 @@ class Catcher(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, served_database):
     # One user per test: sign-in is limited to 5 a minute per username.
-    people = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "judy"]
+    people = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "judy", "kim", "lee"]
     with keyfob_serving(tmp_path_factory.mktemp("instance"), users=[(name, PASSWORD) for name in people],
                         settings=served_database) as base:
         yield base
@@ -151,7 +151,9 @@ def test_a_personal_token_is_created_copied_used_and_revoked(server, chromium):
     page.get_by_role("link", name="Back to personal access tokens").click()
     screenshot(page, "personal-tokens")
     assert token not in page.content() and token[:13] in page.content()
-    page.get_by_role("button", name="Revoke Nightly backup").click()
+    page.get_by_role("link", name="Revoke Nightly backup").click()
+    assert me(server, token).status_code == 200  # only asked, so far
+    page.get_by_role("button", name="Revoke").click()
     page.get_by_text("The token is revoked").wait_for()
     assert me(server, token).status_code == 401
     context.close()
@@ -314,3 +316,95 @@ def test_a_native_apps_scheme_and_its_warning_fit_the_consent_page_on_a_wide_and
         screenshot(page, name)
         assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
         context.close()
+
+
+SPLIT_WORDS = """() => {
+  // Words of 20 letters or fewer that the layout broke across two lines, in tables and headings; URIs and IDs
+  // (.uri, code) may wrap anywhere.
+  const split = [];
+  for (const cell of document.querySelectorAll("td, th, h1, h2, dd, .facts dt, nav a, button, a.button")) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (node.parentElement.closest(".uri, code")) continue;
+      for (const match of node.textContent.matchAll(/[A-Za-z]{2,20}/g)) {
+        const range = document.createRange();
+        range.setStart(node, match.index);
+        range.setEnd(node, match.index + match[0].length);
+        const lines = new Set([...range.getClientRects()].filter(rect => rect.width > 0).map(rect => Math.round(rect.top)));
+        if (lines.size > 1) split.push(match[0]);
+      }
+    }
+  }
+  return split;
+}"""
+
+
+def test_twenty_approvals_in_a_row_never_meet_a_rate_limit(server, chromium, catcher, authorization_url):
+    """On the loopback issuer each approval ends the sign-in, so connecting app after app means signing in again
+    and again: only failed sign-ins count against the limits."""
+    url, _ = authorization_url
+    context = chromium.new_context()
+    page = context.new_page()
+    for _ in range(20):
+        response = page.goto(url)
+        assert response.status != 429
+        sign_in(page, "kim")
+        page.get_by_role("button", name="Approve").click()
+        page.get_by_text("The app got its answer").wait_for()
+    assert len(catcher.received) == 20 and all("code" in answer for answer in catcher.received)
+    context.close()
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_every_page_keeps_words_whole_and_every_destructive_button_asks_first(server, chromium, viewport):
+    phone = viewport["width"] < 400
+    with Browser(server, "127.0.0.4") as lee:  # its own address: sign-in allows 10 a minute per address
+        assert lee.sign_in("lee").status_code == 302
+        session = lee.cookies["keyfob_session"]
+        form = hidden_inputs(lee.get("/my/apps").text)
+        lee.post("/my/apps", data={**form, "name": "Confidential reporting dashboard", "kind": "confidential",
+                                   "redirect_uris": "https://reports.example.com/oauth/callback/with/a/long/path"})
+        lee.post("/my/access_tokens", data={**form, "description": "Nightly backup of the shared calendar",
+                                            "scope": "read write"})
+    client_id = register(server, "http://127.0.0.1:41234/oauth/callback", local_address="127.0.0.4",
+                         client_name="mcp-client-flow-harness").json()["client_id"]
+    with Browser(server, "127.0.0.4") as lee:
+        code, verifier = lee.authorize(client_id, "http://127.0.0.1:41234/oauth/callback", username="lee",
+                                       scope="read write")
+    token = redeem(server, client_id, code, verifier, "http://127.0.0.1:41234/oauth/callback").json()["access_token"]
+    me(server, token)
+    context = chromium.new_context(viewport=viewport, is_mobile=phone)
+    context.add_cookies([{"name": "keyfob_session", "value": session, "url": server}])
+    page = context.new_page()
+    pages = {"home": "/", "connected-apps": "/my/connected_apps", "connected-app": f"/my/connected_apps/{client_id}",
+             "personal-tokens": "/my/access_tokens", "apps": "/my/apps", "activity": "/my/activity",
+             "password": "/my/password"}
+    for name, path in pages.items():
+        page.goto(server + path)
+        screenshot(page, f"first-hour-{name}-{'phone' if phone else 'desktop'}")
+        assert page.evaluate(SPLIT_WORDS) == [], path
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], path
+    page.goto(f"{server}/my/apps")
+    page.get_by_role("link", name="Confidential reporting dashboard").first.click()
+    app_path = page.url.removeprefix(server)
+    destructive = [("/my/access_tokens", "Revoke…"), ("/my/connected_apps", "Disconnect…"),
+                   (f"/my/connected_apps/{client_id}", "Disconnect this one…"),
+                   (f"/my/connected_apps/{client_id}", "Disconnect all…"), (app_path, "Delete app…"),
+                   (app_path, "Generate a new secret…")]
+    for path, label in destructive:
+        page.goto(server + path)
+        page.locator("a", has_text=label).first.click()
+        assert page.locator("h1").inner_text().endswith("?"), (path, label)
+        assert page.get_by_role("link", name="Cancel").is_visible() and page.get_by_role("button").last.is_visible()
+        if path == app_path:
+            screenshot(page, f"first-hour-confirm-{'phone' if phone else 'desktop'}")
+    context.close()
+
+
+def test_every_error_page_offers_a_way_on(server, page):
+    for path in ("/nothing", "/session", "/my/apps/not-an-app"):  # the last sends a signed-out visitor to sign in
+        page.goto(server + path)
+        assert page.get_by_role("link", name="Sign in").count() + page.get_by_role("button", name="Sign in").count() > 0
+    page.goto(f"{server}/nothing")
+    screenshot(page, "error-404")

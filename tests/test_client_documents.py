@@ -44,7 +44,7 @@ def test_a_document_client_is_authorized_like_any_other_and_its_host_is_shown(cl
     assert token.status_code == 200, token.json
     bearer = {"Authorization": f"Bearer {token.json['access_token']}"}
     assert client.get("/api/me", headers=bearer).json["client_id"] == url
-    assert [app.name for app in AccessToken.connected_apps(signed_in)] == ["Notes Desktop"]
+    assert [app.client.name for app in AccessToken.connected_apps(signed_in)] == ["Notes Desktop"]
 
     revoked = client.post("/oauth/revocation", data={"token": token.json["access_token"], "client_id": url})
     assert revoked.status_code == 200 and client.get("/api/me", headers=bearer).status_code == 401

@@ -12,7 +12,7 @@ def test_connected_apps_lists_each_app_once_with_its_widest_scope(client, signed
     AccessToken.issue(signed_in)  # personal tokens are not apps
     page = client.get("/my/connected_apps").get_data(as_text=True)
     assert page.count("Test App") == 1 and "Other App" not in page and "Read and write" in page
-    assert "self-declared" in page and "sends you back to 127.0.0.1" in page and "never" in page
+    assert "self-declared" in page and 'sends you back to <span class="uri">127.0.0.1:8765' in page and "never" in page
 
 
 def test_connected_apps_shows_when_an_app_was_last_used(client, signed_in, access_token):
@@ -28,8 +28,8 @@ def test_disconnect_asks_first_then_revokes_every_token_of_that_app(client, acti
                                                                     other_oauth_client):
     tokens = [AccessToken.issue(signed_in, oauth_client) for _ in range(3)]
     other = AccessToken.issue(signed_in, other_oauth_client)
-    confirm = client.get(f"/my/connected_apps/{oauth_client.client_id}")
-    assert "Disconnect Test App?" in confirm.get_data(as_text=True)
+    confirm = client.get(f"/my/connected_apps/{oauth_client.client_id}/disconnect")
+    assert "Disconnect Test App?" in confirm.text and "its 3 connections" in confirm.text
     response = client.post(f"/my/connected_apps/{oauth_client.client_id}/disconnect",
                            data={"csrf_token": actions.csrf_token(confirm)})
     assert response.location == "/my/connected_apps"
@@ -66,3 +66,38 @@ def test_the_page_lists_an_app_whose_stored_redirect_uri_no_longer_parses(client
     AccessToken.issue(user, odd)
     page = client.get("/my/connected_apps")
     assert page.status_code == 200 and "Odd" in page.text
+
+
+def test_apps_of_the_same_name_are_told_apart_and_say_where_they_send_you(client, app, signed_in):
+    first = Client.registered_itself("Harness", ["http://127.0.0.1:41001/cb"], "read")
+    second = Client.registered_itself("Harness", ["cursor://anysphere.cursor-mcp/oauth/callback"], "read")
+    for registered in (first, second):
+        AccessToken.issue(signed_in, registered)
+    page = client.get("/my/connected_apps").text
+    assert f"<code>{first.client_id[:6]}</code>" in page and f"<code>{second.client_id[:6]}</code>" in page
+    assert "127.0.0.1:41001" in page and "the app for cursor: links" in page
+
+
+def test_an_apps_page_lists_each_connection_and_one_can_be_disconnected(client, actions, signed_in, oauth_client):
+    older = AccessToken.issue(signed_in, oauth_client, scope="read")
+    newer = AccessToken.issue(signed_in, oauth_client, scope="read write")
+    client.get("/api/me", headers=bearer(newer), environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    page = client.get(f"/my/connected_apps/{oauth_client.client_id}").text
+    assert page.index(newer.display_prefix) < page.index(older.display_prefix) and "from 198.51.100.7" in page
+    confirm = client.get(f"/my/connected_apps/{oauth_client.client_id}/tokens/{older.id}/disconnect")
+    assert "Disconnect this connection of Test App?" in confirm.text and "Its other connection keeps working." in confirm.text
+    done = client.post(f"/my/connected_apps/{oauth_client.client_id}/tokens/{older.id}/disconnect",
+                       data={"csrf_token": actions.csrf_token(confirm)})
+    assert done.location == f"/my/connected_apps/{oauth_client.client_id}"
+    assert client.get("/api/me", headers=bearer(older)).status_code == 401
+    assert client.get("/api/me", headers=bearer(newer)).status_code == 200
+
+
+def test_someone_elses_connection_is_a_404(client, actions, signed_in, other_user, oauth_client):
+    theirs = AccessToken.issue(other_user, oauth_client)
+    mine = AccessToken.issue(signed_in, oauth_client)
+    for path in (f"/my/connected_apps/{oauth_client.client_id}/tokens/{theirs.id}/disconnect",
+                 f"/my/connected_apps/{oauth_client.client_id}/tokens/{2 ** 70}/disconnect"):
+        assert client.get(path).status_code == 404
+        assert client.post(path, data={"csrf_token": actions.csrf_token(client.get("/"))}).status_code == 404
+    assert client.get("/api/me", headers=bearer(theirs)).status_code == 200 and mine

@@ -71,7 +71,8 @@ class TestRateLimit:
         answers = [client.post("/session", data={"username": "Alice", "password": "guess", "csrf_token": token},
                                environ_base={"REMOTE_ADDR": f"10.0.0.{n}"}) for n in range(6)]
         assert [answer.status_code for answer in answers] == [401] * 5 + [429]
-        assert "Too Many Requests" in answers[5].get_data(as_text=True)
+        assert "Too many failed sign-ins for this name or from this address. Try again in" in answers[5].text
+        assert 'value="Alice"' in answers[5].text and 0 < int(answers[5].headers["Retry-After"]) <= 61
 
     def test_sign_in_is_limited_per_address(self, client, actions, user):
         token = actions.csrf_token(client.get("/session/new"))
@@ -85,3 +86,27 @@ def test_a_session_ends_twelve_hours_after_signing_in_however_often_it_was_writt
     with client.session_transaction() as session:
         session["signed_in_at"] -= 12 * 60 * 60
     assert client.get("/").status_code == 302
+
+
+class TestOnlyFailuresCount:
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "RATELIMIT_ENABLED": True}
+
+    def test_signing_in_20_times_a_minute_is_never_limited(self, client, actions, user):
+        """Served on a loopback address, each approval ends the sign-in: connecting apps means signing in often."""
+        assert [actions.sign_in().status_code for _ in range(20)] == [302] * 20
+
+    def test_failures_still_lock_guessing_out_and_the_page_keeps_the_name(self, client, actions, user):
+        assert [actions.sign_in(password="guess").status_code for _ in range(5)] == [401] * 5
+        refused = actions.sign_in()
+        assert refused.status_code == 429 and 'value="alice"' in refused.text
+        assert "Try again in" in refused.text and 'href="/session/new"' not in refused.text  # the form is the way on
+
+
+def test_signing_in_and_out_are_recorded_for_the_activity_page(client, actions, user):
+    actions.sign_in()
+    client.post("/session/destroy", data={"csrf_token": actions.csrf_token(client.get("/"))})
+    actions.sign_in()
+    page = client.get("/my/activity").text
+    assert page.count("You signed in") == 2 and page.count("You signed out") == 1
