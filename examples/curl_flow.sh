@@ -188,6 +188,7 @@ browse() {
 # expect STATUS WHAT: fail unless the last answer had STATUS, naming the OAuth error it carried, if any.
 expect() {
     [[ $STATUS == "$1" ]] && return
+    [[ $STATUS != 429 ]] || fail "$2: Keyfob's rate limit says wait (HTTP 429): try again in a minute"
     local error
     error=$(json_field error_description <<<"$BODY")
     fail "$2: expected HTTP $1, got $STATUS${error:+ ($error)}"
