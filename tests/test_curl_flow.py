@@ -45,7 +45,8 @@ def test_curl_flow_takes_the_address_the_browser_ends_on(server):
         timer = threading.Timer(60, script.kill)  # should the script never print the URL or never finish
         timer.start()
         try:
-            url = next(line.strip() for line in script.stdout if line.strip().startswith(f"{server}/oauth/"))
+            url = next((line.strip() for line in script.stdout if line.strip().startswith(f"{server}/oauth/")), None)
+            assert url, script.stderr.read()
             with Browser(server) as browser:
                 answer = browser.approve(url)
             output, errors = script.communicate(f"http://127.0.0.1:9999/callback?{urlencode(answer)}\n")
