@@ -85,7 +85,7 @@ build_authorization_url() {
 }
 
 approve_in_browser() {
-    echo "4. Open this address in your browser, sign in, and press Approve:"
+    echo "4. Open this address in your browser (sign in if asked) and press Approve:"
     echo ""
     echo "       $AUTHORIZATION_URL"
     echo ""
