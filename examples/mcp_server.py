@@ -1,5 +1,6 @@
 """Notes: an MCP server built with the official MCP Python SDK, whose tokens come from Keyfob.
 
+    pip install -e '.[examples]'                                             # the MCP Python SDK
     KEYFOB_RESOURCES="http://127.0.0.1:8001/mcp=Notes" keyfob serve          # Keyfob on :8000
     keyfob client add notes-server --confidential                             # prints client_id and client_secret
     python examples/mcp_server.py --port 8001 --keyfob http://127.0.0.1:8000 --client-id ID --client-secret SECRET

@@ -1,8 +1,8 @@
 // Notes: an MCP server on the official MCP TypeScript SDK (@modelcontextprotocol/sdk), whose tokens come from Keyfob.
 // Plain JavaScript modules, so Node.js 20 runs it without a build step. The twin of examples/mcp_server.py.
 //
-//     KEYFOB_RESOURCES="http://127.0.0.1:8002/mcp=Notes" keyfob serve             # Keyfob on :8000
-//     keyfob client add notes-server --confidential                                # prints client_id and client_secret
+//     KEYFOB_RESOURCES="http://127.0.0.1:8002/mcp=Notes" keyfob serve             # Keyfob on :8000 (README: both servers)
+//     keyfob client add notes-server-ts --confidential                             # prints client_id and client_secret
 //     npm ci && MCP_SERVER_CLIENT_ID=… MCP_SERVER_CLIENT_SECRET=… node server.mjs --port 8002 --keyfob http://127.0.0.1:8000
 //
 // Every bearer token goes to Keyfob's introspection (RFC 7662) as the confidential client above. It must be active,
