@@ -22,7 +22,8 @@ REGISTERED_BY = {Client.SELF_REGISTERED: "self-registered", Client.DOCUMENT: "se
                  Client.OPERATOR: "operator"}
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="keyfob")
 def cli():
     """Keyfob, a small OAuth 2.1 authorization server."""
 
@@ -79,7 +80,7 @@ def user():
     """Manage the people who can sign in."""
 
 
-@user.command("add")
+@user.command("add", short_help="Add a user, with a password typed twice.")
 @click.argument("name")
 def add_user(name):
     """Add a user; asks for the password twice (or reads two lines from standard input)."""
@@ -123,10 +124,7 @@ def client():
     """Manage the OAuth clients (apps) registered here."""
 
 
-cli.add_command(client, "clients")  # `keyfob clients sweep` reads better; both names work
-
-
-@client.command("list")
+@client.command("list", short_help="List the clients, who registered them, and their tokens.")
 def list_clients():
     """List the clients, who registered them, and how many tokens each holds."""
     with command_database():
@@ -137,7 +135,7 @@ def list_clients():
     show(rows, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), empty="No clients yet.")
 
 
-@client.command("add")
+@client.command("add", short_help="Register a client as the operator.")
 @click.argument("name")
 @click.option("--confidential", is_flag=True, help="Give it a client secret (a server, or a resource server).")
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="https, or http loopback; repeatable.")
@@ -167,7 +165,7 @@ def remove_client(client_id):
     click.echo(f"Removed client {client_id} ({found.name}) and its tokens")
 
 
-@client.command("sweep")
+@client.command("sweep", short_help="Remove unused self-registered clients (and idle tokens).")
 def sweep_clients():
     """Remove the self-registered clients that never obtained a token (after 30 days, never while a consent
     is in flight) and, if KEYFOB_IDLE_TOKEN_DAYS is set, the tokens idle that long: what `keyfob serve` does daily."""
@@ -181,12 +179,12 @@ def sweep_clients():
         click.echo(f"Removed {idle_tokens} token(s) unused for {app.config['IDLE_TOKEN_DAYS']} days.")
 
 
-@cli.group()
+@cli.group(short_help="See and revoke access tokens.")
 def token():
     """See and revoke access tokens (only their display prefixes are stored)."""
 
 
-@token.command("list")
+@token.command("list", short_help="List the tokens by display prefix.")
 @click.option("--user", "username", help="Only this user's tokens.")
 def list_tokens(username):
     """List tokens: prefix, user, client (or personal), scope, created, last used."""
@@ -200,7 +198,7 @@ def list_tokens(username):
     show(rows, ("PREFIX", "USER", "CLIENT", "SCOPE", "CREATED", "LAST USED"), empty="No tokens.")
 
 
-@token.command("revoke")
+@token.command("revoke", short_help="Revoke a token, by its display prefix or whole.")
 @click.argument("prefix")
 def revoke_token(prefix):
     """Revoke the token with this display prefix (or give the whole token)."""
@@ -213,7 +211,7 @@ def revoke_token(prefix):
     click.echo(f"Revoked {tokens[0].display_prefix}…")
 
 
-@cli.command()
+@cli.command(short_help="Print the latest events of the audit trail.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--user", "username", help="Only the events recorded under this username (a removed user's too).")
 def audit(limit, username):
@@ -227,7 +225,7 @@ def audit(limit, username):
     show(rows, ("AT (UTC)", "EVENT", "USER", "CLIENT", "CLIENT ID", "ADDRESS", "DETAIL"), empty="No events recorded.")
 
 
-@cli.group("db")
+@cli.group("db", short_help="The database schema: its version, and upgrading it.")
 def database():
     """The database schema: its version, and upgrading it (also done by every process on start)."""
 
@@ -241,7 +239,7 @@ def upgrade_database():
     click.echo(f"Schema version {schema}, up to date ({masked_url(app.config['DATABASE_URL'])}).")
 
 
-@database.command("version")
+@database.command("version", short_help="Print the schema version and the migrations pending.")
 def database_version():
     """Print the schema version and how many migrations are pending, without applying any."""
     create_app({"PREPARE_DATABASE": False})
@@ -251,12 +249,12 @@ def database_version():
                else f"Schema version {schema}, up to date.")
 
 
-@cli.group()
+@cli.group(short_help="The instance's secret key: rotate, retire, reset.")
 def keys():
     """The instance's secret key (kept in the instance folder unless KEYFOB_SECRET_KEY is set)."""
 
 
-@keys.command("rotate")
+@keys.command("rotate", short_help="Make a new secret key, keeping the current one as a fallback.")
 def rotate_keys():
     """Make a new secret key; the current one stays accepted as a fallback until `keyfob keys retire`."""
     if os.environ.get("KEYFOB_SECRET_KEY"):
@@ -269,7 +267,7 @@ def rotate_keys():
                " sessions and codes signed with the old one stay valid until `keyfob keys retire`.")
 
 
-@keys.command("retire")
+@keys.command("retire", short_help="Stop accepting the fallback keys.")
 def retire_keys():
     """Stop accepting the fallback keys: sessions signed with them end at the next restart."""
     path = os.path.join(started_app().instance_path, "secret_key_fallbacks")
@@ -278,7 +276,7 @@ def retire_keys():
     click.echo("Fallback keys retired: restart keyfob for it to take effect.")
 
 
-@keys.command("reset")
+@keys.command("reset", short_help="Make this key the database's only one (after a lost key).")
 def reset_keys():
     """Make this key the database's only one, after the key other processes used is lost for good."""
     app = create_app({"PREPARE_DATABASE": False})

@@ -1,5 +1,6 @@
 """The `keyfob` command as a user runs it: the installed script in its own process, a fresh instance folder
 for every test, and real HTTP against `keyfob serve`."""
+import importlib.metadata
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ import pytest
 
 from actions import Actions
 from app import create_app
-from cli import masked_url
+from cli import cli, masked_url
 from live import KEYFOB, free_port, keyfob_env
 from models import AccessToken, Client, User, db
 
@@ -33,11 +34,44 @@ def env(instance, instance_database):
     clean = {name: value for name, value in os.environ.items() if not name.startswith("KEYFOB_")}
     return clean | {"KEYFOB_INSTANCE_PATH": str(instance), "PYTHONUNBUFFERED": "1", **instance_database}
 
-
-
 def keyfob(env, *args, typed=""):
     return subprocess.run([KEYFOB, *args], input=typed, env=env, cwd=Path(env["KEYFOB_INSTANCE_PATH"]).parent,
                           capture_output=True, text=True, timeout=60)
+
+
+def command_paths(command=cli, path=()):
+    """Every group and command of `keyfob`, as the words that name it."""
+    yield path
+    for name, subcommand in getattr(command, "commands", {}).items():
+        yield from command_paths(subcommand, (*path, name))
+
+
+@pytest.mark.parametrize("path", list(command_paths()), ids=lambda path: " ".join(path) or "keyfob")
+def test_every_command_and_group_explains_itself_under_h_and_help(tmp_path, path):
+    env = keyfob_env(tmp_path / "instance")
+    short, long = keyfob(env, *path, "-h"), keyfob(env, *path, "--help")
+    assert short.returncode == long.returncode == 0 and short.stdout == long.stdout
+    assert long.stdout.startswith(f"Usage: {' '.join(('keyfob', *path))} ")
+    listing = long.stdout.partition("\nCommands:\n")[2].splitlines()
+    assert not any(line.endswith("...") for line in listing), listing  # no description cut mid-sentence
+
+
+def test_a_listing_shows_one_line_and_help_the_whole_description(tmp_path):
+    env = keyfob_env(tmp_path / "instance")
+    assert "sweep   Remove unused self-registered clients (and idle tokens).\n" in keyfob(env, "client", "-h").stdout
+    assert "KEYFOB_IDLE_TOKEN_DAYS" in keyfob(env, "client", "sweep", "--help").stdout
+
+
+def test_version_is_the_installed_packages(tmp_path):
+    result = keyfob(keyfob_env(tmp_path / "instance"), "--version")
+    assert result.returncode == 0 and result.stdout == f"keyfob, version {importlib.metadata.version('keyfob')}\n"
+
+
+def test_clients_is_not_a_second_name_for_client(tmp_path):
+    env = keyfob_env(tmp_path / "instance")
+    listing = keyfob(env, "--help").stdout.partition("\nCommands:\n")[2]
+    assert [line.split()[0] for line in listing.splitlines()] == ["audit", "client", "db", "keys", "serve", "token", "user"]
+    assert keyfob(env, "clients", "sweep").returncode == 2
 
 
 @pytest.fixture
