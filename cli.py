@@ -28,10 +28,16 @@ def cli():
     """Keyfob, a small OAuth 2.1 authorization server."""
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
+@cli.command(epilog="""\b
+Environment (optional; the README's Configuration has every setting):
+  KEYFOB_ISSUER         public base URL (default: http://HOST:PORT)
+  KEYFOB_DATABASE_URL   sqlite:///PATH or postgresql://USER@HOST/NAME
+  KEYFOB_SECRET_KEY     signs sessions and codes (default: generated once)
+  KEYFOB_INSTANCE_PATH  holds the key and SQLite file (default: ./instance)""")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Requests served at once.")
 def serve(host, port, threads):
     """Serve Keyfob with waitress (one process, several threads)."""
     import waitress

@@ -3,6 +3,7 @@ for every test, and real HTTP against `keyfob serve`."""
 import importlib.metadata
 import json
 import os
+import re
 import socket
 import sqlite3
 import stat
@@ -60,6 +61,15 @@ def test_a_listing_shows_one_line_and_help_the_whole_description(tmp_path):
     env = keyfob_env(tmp_path / "instance")
     assert "sweep   Remove unused self-registered clients (and idle tokens).\n" in keyfob(env, "client", "-h").stdout
     assert "KEYFOB_IDLE_TOKEN_DAYS" in keyfob(env, "client", "sweep", "--help").stdout
+
+
+def test_serve_help_explains_its_options_and_the_environment_it_reads(tmp_path):
+    help_text = keyfob(keyfob_env(tmp_path / "instance"), "serve", "--help").stdout
+    for option, first_word in (("--host", "Address"), ("--port", "Port"), ("--threads", "Requests")):
+        assert re.search(rf"^  {option} [A-Z ]+ {first_word} ", help_text, re.MULTILINE), option
+    for setting in ("KEYFOB_ISSUER", "KEYFOB_DATABASE_URL", "KEYFOB_SECRET_KEY", "KEYFOB_INSTANCE_PATH"):
+        assert len([line for line in help_text.splitlines() if line.split()[:1] == [setting]]) == 1
+    assert max(map(len, help_text.splitlines())) <= 80
 
 
 def test_version_is_the_installed_packages(tmp_path):
