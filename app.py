@@ -215,7 +215,8 @@ def serve_pages_and_endpoints(app):
     app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)
-    log_audit_events()
+    if app.config.get("LOG_AUDIT_EVENTS", True):  # `keyfob` commands other than serve: the table is their record
+        log_audit_events()
 
 
 class CookieSessions(SecureCookieSessionInterface):

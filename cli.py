@@ -43,7 +43,7 @@ def serve(host, port, threads):
     import waitress
     authority = f"[{host}]" if ":" in host else host
     os.environ.setdefault("KEYFOB_ISSUER", f"http://{authority}:{port}")
-    app = started_app({"CHECKPOINT_SECONDS": 1})
+    app = started_app({"CHECKPOINT_SECONDS": 1, "LOG_AUDIT_EVENTS": True})
     try:
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident="keyfob")
     except OSError as error:
@@ -248,7 +248,7 @@ def upgrade_database():
 @database.command("version", short_help="Print the schema version and the migrations pending.")
 def database_version():
     """Print the schema version and how many migrations are pending, without applying any."""
-    create_app({"PREPARE_DATABASE": False})
+    started_app({"PREPARE_DATABASE": False})
     with db.connection_context():
         schema, pending = migrations.version(db.obj)
     click.echo(f"Schema version {schema}; {pending} migration(s) pending: run `keyfob db upgrade`." if pending
@@ -285,7 +285,7 @@ def retire_keys():
 @keys.command("reset", short_help="Make this key the database's only one (after a lost key).")
 def reset_keys():
     """Make this key the database's only one, after the key other processes used is lost for good."""
-    app = create_app({"PREPARE_DATABASE": False})
+    app = started_app({"PREPARE_DATABASE": False})
     with db.connection_context(), migrations.exclusive(db.obj):
         migrations.upgrade(db.obj)
         SecretKeyCheck.reset(app.secret_key)
@@ -293,9 +293,10 @@ def reset_keys():
 
 
 def started_app(config=None):
-    """create_app(), with a refusal to start said plainly rather than as a traceback."""
+    """create_app(), with a refusal to start said plainly rather than as a traceback. The audit trail's lines
+    go to the log only when serving: a command's changes are in the table, and its output is its own."""
     try:
-        return create_app(config)
+        return create_app({"LOG_AUDIT_EVENTS": False, **(config or {})})
     except (Refused, ValueError) as error:  # a setting Keyfob cannot use, or another process's key (KeyMismatch)
         raise click.ClickException(str(error)) from None
     except OperationalError as error:

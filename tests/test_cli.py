@@ -18,8 +18,8 @@ import pytest
 from actions import Actions
 from app import create_app
 from cli import cli, masked_url
-from live import KEYFOB, free_port, keyfob_env
-from models import AccessToken, Client, User, db
+from live import KEYFOB, free_port, keyfob_env, serving
+from models import AccessToken, AuditEvent, Client, User, db
 
 
 
@@ -241,6 +241,25 @@ def test_user_remove_takes_the_users_apps_and_every_token_issued_to_them(env, se
     result = keyfob(env, "user", "remove", "alice")
     assert "Alice's app" in result.stdout and AccessToken.authenticate(bobs.token) is None
     assert Client.select().where(Client.name == "Alice's app").count() == 0
+
+
+def test_commands_record_their_changes_without_printing_the_audit_lines(env, instance_app):
+    for command, typed in ((("user", "add", "alice"), "password1\npassword1\n"),
+                           (("client", "add", "notes", "--confidential"), ""), (("user", "remove", "alice"), "")):
+        result = keyfob(env, *command, typed=typed)
+        assert result.returncode == 0, result.stderr
+        assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("{")], result
+    instance_app()
+    assert [event.event for event in AuditEvent.recent()] == ["user.removed", "client.registered"]
+
+
+def test_serve_still_writes_the_audit_lines_to_standard_error(instance, instance_database, tmp_path):
+    with serving(instance, instance_database, log=tmp_path / "serve.log") as (base, _):
+        request = urllib.request.Request(f"{base}/oauth/clients", method="POST", headers={
+            "Content-Type": "application/json"}, data=json.dumps({"redirect_uris": ["http://127.0.0.1/cb"]}).encode())
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 201
+    assert '"event": "client.registered"' in (tmp_path / "serve.log").read_text()
 
 
 def test_client_list_says_who_registered_an_app_and_never_prints_control_characters(env, seeded):
