@@ -20,6 +20,7 @@ SWEEP_EVERY, SWEEP_RETRY_AFTER = 24 * 60 * 60, 60 * 60
 SWITCH_INTERVAL = 0.0005  # seconds a waitress thread may wait for the GIL while another computes (Python: 0.005)
 REGISTERED_BY = {Client.SELF_REGISTERED: "self-registered", Client.DOCUMENT: "self-registered",
                  Client.OPERATOR: "operator"}
+YES = click.option("--yes", "-y", is_flag=True, help="Go ahead without asking (needed when not at a terminal).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,12 +116,17 @@ def list_users():
     show(rows, ("NAME", "ADDED", "TOKENS"), empty="No users yet: add one with `keyfob user add NAME`.")
 
 
-@user.command("remove")
+@user.command("remove", short_help="Remove a user, their tokens and the apps they registered.")
 @click.argument("name")
-def remove_user(name):
-    """Remove a user and every token they hold."""
+@YES
+def remove_user(name, yes):
+    """Remove a user, every token they hold, and the apps they registered with every token issued to those."""
     with command_database():
-        apps = find_or_fail(User, "username", name, "user named").remove(by="operator")
+        found = find_user(name)
+        tokens, apps = counted(found.access_tokens.count(), "token"), found.apps.count()
+        confirm(f"Remove user {name}, their {tokens} and the {counted(apps, 'app')} they registered (with every"
+                " token issued to those)?" if apps else f"Remove user {name} and their {tokens}?", yes)
+        apps = found.remove(by="operator")
     click.echo(f"Removed user {name} and their tokens"
                + (f", and the apps they registered with all their tokens: {', '.join(apps)}" if apps else ""))
 
@@ -163,10 +169,13 @@ def add_client(name, confidential, redirect_uris):
 
 @client.command("remove")
 @click.argument("client_id")
-def remove_client(client_id):
+@YES
+def remove_client(client_id, yes):
     """Remove a client and every token issued to it."""
     with command_database():
         found = find_or_fail(Client, "client_id", client_id, "client with client ID")
+        confirm(f"Remove client {client_id} ({printable_name(found.name)}) and its"
+                f" {counted(found.access_tokens.count(), 'token')}?", yes)
         found.remove(by="operator")
     click.echo(f"Removed client {client_id} ({found.name}) and its tokens")
 
@@ -198,7 +207,7 @@ def list_tokens(username):
         tokens = (AccessToken.select(AccessToken, User, Client).join(User).switch(AccessToken)
                   .join(Client, JOIN.LEFT_OUTER).order_by(AccessToken.created_at))
         if username is not None:
-            tokens = tokens.where(User.username == find_or_fail(User, "username", username, "user named").username)
+            tokens = tokens.where(User.username == find_user(username).username)
         rows = [(row.display_prefix, row.user.username, row.oauth_client.name[:30] if row.oauth_client else "personal",
                  row.scope, when(row.created_at), when(row.last_used_at)) for row in tokens]
     show(rows, ("PREFIX", "USER", "CLIENT", "SCOPE", "CREATED", "LAST USED"), empty="No tokens.")
@@ -206,13 +215,16 @@ def list_tokens(username):
 
 @token.command("revoke", short_help="Revoke a token, by its display prefix or whole.")
 @click.argument("prefix")
-def revoke_token(prefix):
+@YES
+def revoke_token(prefix, yes):
     """Revoke the token with this display prefix (or give the whole token)."""
     with command_database():
         tokens = AccessToken.matching(prefix)
         if len(tokens) != 1:
             raise click.ClickException(f"No token has the prefix {prefix!r}" if not tokens else
                                        f"{len(tokens)} tokens share the prefix {prefix!r}: give the whole token")
+        issued_to = printable_name(tokens[0].oauth_client.name) if tokens[0].oauth_client else "personal token"
+        confirm(f"Revoke {tokens[0].user.username}'s token {tokens[0].display_prefix}… ({issued_to})?", yes)
         tokens[0].remove(by="operator")
     click.echo(f"Revoked {tokens[0].display_prefix}…")
 
@@ -261,12 +273,15 @@ def keys():
 
 
 @keys.command("rotate", short_help="Make a new secret key, keeping the current one as a fallback.")
-def rotate_keys():
+@YES
+def rotate_keys(yes):
     """Make a new secret key; the current one stays accepted as a fallback until `keyfob keys retire`."""
     if os.environ.get("KEYFOB_SECRET_KEY"):
         raise click.ClickException("KEYFOB_SECRET_KEY is set: put a new key there and the old one in "
                                    "KEYFOB_SECRET_KEY_FALLBACKS, then restart every process")
     app = started_app()
+    confirm("Make a new secret key, keeping only the current one as a fallback (sessions and codes signed with"
+            " older fallback keys stop working)?", yes)
     write_instance_file(app.instance_path, "secret_key_fallbacks", app.secret_key + "\n")
     write_instance_file(app.instance_path, "secret_key", secrets.token_urlsafe(64))
     click.echo("Made a new secret key; the old one is kept as a fallback. Restart keyfob to sign with the new key;"
@@ -283,9 +298,12 @@ def retire_keys():
 
 
 @keys.command("reset", short_help="Make this key the database's only one (after a lost key).")
-def reset_keys():
+@YES
+def reset_keys(yes):
     """Make this key the database's only one, after the key other processes used is lost for good."""
     app = started_app({"PREPARE_DATABASE": False})
+    confirm("Make this secret key the database's only one (sessions and codes signed with any other key stop"
+            " working)?", yes)
     with db.connection_context(), migrations.exclusive(db.obj):
         migrations.upgrade(db.obj)
         SecretKeyCheck.reset(app.secret_key)
@@ -315,6 +333,28 @@ def masked_url(url):
     password = urlsplit(url).password
     url = url.replace(f":{password}@", ":***@", 1) if password else url
     return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+
+
+def confirm(question, yes):
+    """Go ahead with --yes, or if the person at the terminal answers yes (default no); with standard input not a
+    terminal there is nobody to ask."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.ClickException("Standard input is not a terminal, so nobody can confirm: add --yes to go ahead")
+    click.confirm(question, default=False, abort=True)
+
+
+def counted(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def find_user(name):
+    """The user named so; a malformed name (control characters, say) is nobody's."""
+    found = User.named(name)
+    if found is None:
+        raise click.ClickException(f"No user named {name!r}")
+    return found
 
 
 def find_or_fail(model, column, value, description):

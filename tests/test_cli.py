@@ -3,7 +3,9 @@ for every test, and real HTTP against `keyfob serve`."""
 import importlib.metadata
 import json
 import os
+import pty
 import re
+import select
 import socket
 import sqlite3
 import stat
@@ -38,6 +40,29 @@ def env(instance, instance_database):
 def keyfob(env, *args, typed=""):
     return subprocess.run([KEYFOB, *args], input=typed, env=env, cwd=Path(env["KEYFOB_INSTANCE_PATH"]).parent,
                           capture_output=True, text=True, timeout=60)
+
+
+def at_terminal(env, *args, answers=()):
+    """`keyfob` with a terminal (a pseudo-terminal) for its input and output, typing each answer once a prompt
+    ending in ": " is shown: its exit code and what it showed, prompts and echoed answers included."""
+    main, terminal = pty.openpty()
+    process = subprocess.Popen([KEYFOB, *args], stdin=terminal, stdout=terminal, stderr=terminal, env=env,
+                               cwd=Path(env["KEYFOB_INSTANCE_PATH"]).parent, start_new_session=True)
+    os.close(terminal)
+    shown, answers, answered_at = b"", list(answers), -1
+    try:
+        while True:
+            if answers and shown.endswith(b": ") and len(shown) > answered_at:
+                os.write(main, answers.pop(0).encode() + b"\n")
+                answered_at = len(shown)
+            assert select.select([main], [], [], 30)[0], f"keyfob waits for an answer: {shown!r}"
+            try:
+                shown += os.read(main, 4096)
+            except OSError:  # EIO: the command has ended
+                break
+    finally:
+        os.close(main)
+    return process.wait(timeout=30), shown.decode().replace("\r\n", "\n")
 
 
 def command_paths(command=cli, path=()):
@@ -228,7 +253,7 @@ def test_user_list_says_how_to_add_the_first_user(env):
 
 
 def test_user_remove_deletes_the_user_and_their_tokens(env, seeded):
-    result = keyfob(env, "user", "remove", "alice")
+    result = keyfob(env, "user", "remove", "alice", "--yes")
     assert result.returncode == 0 and "Removed user alice" in result.stdout
     assert User.find_by("username", "alice") is None and AccessToken.select().count() == 0
     assert AccessToken.authenticate(seeded["oauth"].token) is None
@@ -238,14 +263,14 @@ def test_user_remove_takes_the_users_apps_and_every_token_issued_to_them(env, se
     bob = User.find_by("username", "bob")
     app = Client.registered_by_user(User.find_by("username", "alice"), "Alice's app", ["https://app.example.com/cb"])
     bobs = AccessToken.issue(bob, app)
-    result = keyfob(env, "user", "remove", "alice")
+    result = keyfob(env, "user", "remove", "alice", "--yes")
     assert "Alice's app" in result.stdout and AccessToken.authenticate(bobs.token) is None
     assert Client.select().where(Client.name == "Alice's app").count() == 0
 
 
 def test_commands_record_their_changes_without_printing_the_audit_lines(env, instance_app):
     for command, typed in ((("user", "add", "alice"), "password1\npassword1\n"),
-                           (("client", "add", "notes", "--confidential"), ""), (("user", "remove", "alice"), "")):
+                           (("client", "add", "notes", "--confidential"), ""), (("user", "remove", "alice", "--yes"), "")):
         result = keyfob(env, *command, typed=typed)
         assert result.returncode == 0, result.stderr
         assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("{")], result
@@ -277,7 +302,7 @@ def test_token_list_refuses_an_unknown_user(env, seeded):
 def test_client_list_and_remove_take_the_clients_tokens_with_it(env, seeded):
     listing = keyfob(env, "client", "list").stdout
     assert seeded["client"].client_id in listing and "self-registered" in listing and "127.0.0.1:33418" in listing
-    assert keyfob(env, "client", "remove", seeded["client"].client_id).returncode == 0
+    assert keyfob(env, "client", "remove", seeded["client"].client_id, "-y").returncode == 0
     assert AccessToken.authenticate(seeded["oauth"].token) is None
     assert AccessToken.authenticate(seeded["personal"].token)
 
@@ -290,9 +315,9 @@ def test_token_list_shows_prefixes_never_tokens(env, seeded):
 
 
 def test_token_revoke_by_prefix_or_whole_token(env, seeded):
-    assert keyfob(env, "token", "revoke", seeded["oauth"].display_prefix).returncode == 0
+    assert keyfob(env, "token", "revoke", seeded["oauth"].display_prefix, "--yes").returncode == 0
     assert AccessToken.authenticate(seeded["oauth"].token) is None
-    assert keyfob(env, "token", "revoke", seeded["personal"].token).returncode == 0
+    assert keyfob(env, "token", "revoke", seeded["personal"].token, "--yes").returncode == 0
     assert AccessToken.select().count() == 0
 
 
@@ -301,6 +326,54 @@ def test_token_revoke_refuses_an_ambiguous_prefix(env, seeded):
     result = keyfob(env, "token", "revoke", seeded["oauth"].display_prefix)
     assert result.returncode != 0 and "2 tokens share the prefix" in result.stderr
     assert AccessToken.select().count() == 2
+
+
+@pytest.fixture
+def destructive(seeded, instance):
+    """Each destructive command as (arguments, what it asks, what it says once done, whether it was done)."""
+    alice, token = User.find_by("username", "alice"), seeded["oauth"]
+    Client.registered_by_user(alice, "Alice's app", ["https://app.example.com/cb"])
+    key = (instance / "secret_key").read_text()
+    return {
+        "user remove": (("user", "remove", "alice"), "Remove user alice, their 2 tokens and the 1 app they registered",
+                        "Removed user alice", lambda: User.find_by("username", "alice") is None),
+        "client remove": (("client", "remove", seeded["client"].client_id),
+                          f"Remove client {seeded['client'].client_id} (Claude Code) and its 1 token?",
+                          "Removed client", lambda: AccessToken.authenticate(token.token) is None),
+        "token revoke": (("token", "revoke", token.display_prefix),
+                         f"Revoke alice's token {token.display_prefix}… (Claude Code)?",
+                         f"Revoked {token.display_prefix}", lambda: AccessToken.authenticate(token.token) is None),
+        "keys rotate": (("keys", "rotate"), "Make a new secret key, keeping only the current one as a fallback",
+                        "Made a new secret key", lambda: (instance / "secret_key").read_text() != key),
+        "keys reset": (("keys", "reset"), "Make this secret key the database's only one",
+                       "This secret key is now the database's only key", lambda: None)}
+
+
+DESTRUCTIVE = ["user remove", "client remove", "token revoke", "keys rotate", "keys reset"]
+
+
+@pytest.mark.parametrize("command", DESTRUCTIVE)
+@pytest.mark.parametrize("answer", ["y", "n", ""])
+def test_destructive_commands_ask_at_a_terminal_and_go_ahead_only_on_yes(env, destructive, command, answer):
+    args, question, done, is_done = destructive[command]
+    code, shown = at_terminal(env, *args, answers=[answer])
+    assert question in shown and "[y/N]: " in shown and "Traceback" not in shown
+    assert (code == 0 and done in shown) if answer == "y" else (code == 1 and done not in shown)
+    assert is_done() in ((answer == "y"), None)
+
+
+@pytest.mark.parametrize("command", DESTRUCTIVE)
+def test_destructive_commands_refuse_without_a_terminal_unless_told_yes(env, destructive, command):
+    args, _, done, is_done = destructive[command]
+    refused = keyfob(env, *args)
+    assert refused.returncode == 1 and refused.stdout == "" and is_done() in (False, None)
+    assert refused.stderr == "Error: Standard input is not a terminal, so nobody can confirm: add --yes to go ahead\n"
+    for yes in ("--yes", "-y"):
+        result = keyfob(env, *args, yes)
+        assert result.returncode == 0 and done in result.stdout, result.stderr
+        assert is_done() in (True, None)
+        if command != "keys reset":
+            break
 
 
 @pytest.mark.parametrize("command", [("user", "remove", "nobody"), ("client", "remove", "nope"),
