@@ -217,12 +217,14 @@ def list_tokens(username):
 @click.argument("prefix")
 @YES
 def revoke_token(prefix, yes):
-    """Revoke the token with this display prefix (or give the whole token)."""
+    """Revoke the token whose display prefix starts with PREFIX (as `token list` shows it), or give the whole
+    token."""
     with command_database():
         tokens = AccessToken.matching(prefix)
         if len(tokens) != 1:
-            raise click.ClickException(f"No token has the prefix {prefix!r}" if not tokens else
-                                       f"{len(tokens)} tokens share the prefix {prefix!r}: give the whole token")
+            raise click.ClickException(f"No token matches {prefix!r}" if not tokens else
+                                       f"{len(tokens)} tokens start with {prefix!r}: give a longer prefix or the"
+                                       " whole token")
         issued_to = printable_name(tokens[0].oauth_client.name) if tokens[0].oauth_client else "personal token"
         confirm(f"Revoke {tokens[0].user.username}'s token {tokens[0].display_prefix}… ({issued_to})?", yes)
         tokens[0].remove(by="operator")

@@ -315,17 +315,37 @@ def test_token_list_shows_prefixes_never_tokens(env, seeded):
 
 
 def test_token_revoke_by_prefix_or_whole_token(env, seeded):
-    assert keyfob(env, "token", "revoke", seeded["oauth"].display_prefix, "--yes").returncode == 0
+    assert keyfob(env, "token", "revoke", seeded["oauth"].display_prefix[:8], "--yes").returncode == 0
     assert AccessToken.authenticate(seeded["oauth"].token) is None
     assert keyfob(env, "token", "revoke", seeded["personal"].token, "--yes").returncode == 0
     assert AccessToken.select().count() == 0
 
 
-def test_token_revoke_refuses_an_ambiguous_prefix(env, seeded):
-    AccessToken.update(display_prefix=seeded["oauth"].display_prefix).execute()
-    result = keyfob(env, "token", "revoke", seeded["oauth"].display_prefix)
-    assert result.returncode != 0 and "2 tokens share the prefix" in result.stderr
-    assert AccessToken.select().count() == 2
+@pytest.fixture
+def alike(seeded):
+    """Three OAuth tokens of alice's whose display prefixes begin alike, and her personal token."""
+    alice = User.find_by("username", "alice")
+    tokens = [seeded["oauth"], *(AccessToken.issue(alice, seeded["client"]) for _ in range(2))]
+    for token, prefix in zip(tokens, ("kf_at_Abc123", "kf_at_Abd456", "kf_at_abc789")):
+        AccessToken.update(display_prefix=prefix).where(AccessToken.id == token.id).execute()
+
+
+def test_token_revoke_takes_any_start_of_a_display_prefix_that_only_one_has_in_its_case(env, alike):
+    result = keyfob(env, "token", "revoke", "kf_at_Abc", "--yes")
+    assert result.returncode == 0 and "Revoked kf_at_Abc123" in result.stdout
+    assert {token.display_prefix for token in AccessToken.select()} == {
+        "kf_at_Abd456", "kf_at_abc789", AccessToken.get(AccessToken.oauth_client.is_null()).display_prefix}
+
+
+@pytest.mark.parametrize("given, sentence", [
+    ("kf_at_Ab", "2 tokens start with 'kf_at_Ab': give a longer prefix or the whole token"),
+    ("kf_at", "3 tokens start with 'kf_at': give a longer prefix or the whole token"),
+    ("kf_at_Abc1234", "No token matches 'kf_at_Abc1234'"), ("kf_at_X", "No token matches 'kf_at_X'"),
+    ("kf%", "No token matches 'kf%'"), ("kf_at_\u00e5", "No token matches"), ("", "No token matches ''")])
+def test_token_revoke_says_how_many_tokens_a_prefix_matches_unless_one(env, alike, given, sentence):
+    result = keyfob(env, "token", "revoke", given, "--yes")
+    assert result.returncode == 1 and sentence in result.stderr
+    assert result.stderr.count("\n") == 1 and AccessToken.select().count() == 4
 
 
 @pytest.fixture
@@ -340,7 +360,7 @@ def destructive(seeded, instance):
         "client remove": (("client", "remove", seeded["client"].client_id),
                           f"Remove client {seeded['client'].client_id} (Claude Code) and its 1 token?",
                           "Removed client", lambda: AccessToken.authenticate(token.token) is None),
-        "token revoke": (("token", "revoke", token.display_prefix),
+        "token revoke": (("token", "revoke", token.display_prefix[:-2]),
                          f"Revoke alice's token {token.display_prefix}… (Claude Code)?",
                          f"Revoked {token.display_prefix}", lambda: AccessToken.authenticate(token.token) is None),
         "keys rotate": (("keys", "rotate"), "Make a new secret key, keeping only the current one as a fallback",
