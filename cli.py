@@ -1,5 +1,6 @@
 """The `keyfob` command: each subcommand a thin shell over create_app() and a model method."""
 import contextlib
+import json
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ SWEEP_EVERY, SWEEP_RETRY_AFTER = 24 * 60 * 60, 60 * 60
 SWITCH_INTERVAL = 0.0005  # seconds a waitress thread may wait for the GIL while another computes (Python: 0.005)
 REGISTERED_BY = {Client.SELF_REGISTERED: "self-registered", Client.DOCUMENT: "self-registered",
                  Client.OPERATOR: "operator"}
+JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON array (its fields: see the README).")
 YES = click.option("--yes", "-y", is_flag=True, help="Go ahead without asking (needed when not at a terminal).")
 
 
@@ -107,13 +109,15 @@ def add_user(name):
 
 
 @user.command("list")
-def list_users():
+@JSON
+def list_users(as_json):
     """List the users and how many tokens each holds."""
     with command_database():
         counts = token_counts(AccessToken.user)
-        rows = [(user.username, when(user.created_at), counts.get(user.id, 0))
-                for user in User.select().order_by(User.username)]
-    show(rows, ("NAME", "ADDED", "TOKENS"), empty="No users yet: add one with `keyfob user add NAME`.")
+        users = [{"username": user.username, "created_at": user.created_at, "tokens": counts.get(user.id, 0)}
+                 for user in User.select().order_by(User.username)]
+    show(users, ("NAME", "ADDED", "TOKENS"), lambda user: (user["username"], when(user["created_at"]), user["tokens"]),
+         "No users yet: add one with `keyfob user add NAME`.", as_json)
 
 
 @user.command("remove", short_help="Remove a user, their tokens and the apps they registered.")
@@ -137,14 +141,18 @@ def client():
 
 
 @client.command("list", short_help="List the clients, who registered them, and their tokens.")
-def list_clients():
+@JSON
+def list_clients(as_json):
     """List the clients, who registered them, and how many tokens each holds."""
     with command_database():
         counts = token_counts(AccessToken.oauth_client)
-        rows = [(app.client_id, app.name[:40], REGISTERED_BY.get(app.kind) or f"by {app.owner.username}",
-                 " ".join(app.redirect_uris), when(app.created_at), counts.get(app.id, 0))
+        apps = [{"client_id": app.client_id, "name": app.name, "kind": app.kind,
+                 "owner": app.owner.username if app.owner_id else None, "redirect_uris": app.redirect_uris,
+                 "created_at": app.created_at, "tokens": counts.get(app.id, 0)}
                 for app in Client.select().order_by(Client.created_at)]
-    show(rows, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), empty="No clients yet.")
+    show(apps, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), lambda app: (
+        app["client_id"], app["name"][:40], REGISTERED_BY.get(app["kind"]) or f"by {app['owner']}",
+        " ".join(app["redirect_uris"]), when(app["created_at"]), app["tokens"]), "No clients yet.", as_json)
 
 
 @client.command("add", short_help="Register a client as the operator.")
@@ -201,16 +209,21 @@ def token():
 
 @token.command("list", short_help="List the tokens by display prefix.")
 @click.option("--user", "username", help="Only this user's tokens.")
-def list_tokens(username):
+@JSON
+def list_tokens(username, as_json):
     """List tokens: prefix, user, client (or personal), scope, created, last used."""
     with command_database():
-        tokens = (AccessToken.select(AccessToken, User, Client).join(User).switch(AccessToken)
-                  .join(Client, JOIN.LEFT_OUTER).order_by(AccessToken.created_at))
+        rows = (AccessToken.select(AccessToken, User, Client).join(User).switch(AccessToken)
+                .join(Client, JOIN.LEFT_OUTER).order_by(AccessToken.created_at))
         if username is not None:
-            tokens = tokens.where(User.username == find_user(username).username)
-        rows = [(row.display_prefix, row.user.username, row.oauth_client.name[:30] if row.oauth_client else "personal",
-                 row.scope, when(row.created_at), when(row.last_used_at)) for row in tokens]
-    show(rows, ("PREFIX", "USER", "CLIENT", "SCOPE", "CREATED", "LAST USED"), empty="No tokens.")
+            rows = rows.where(User.username == find_user(username).username)
+        tokens = [{"display_prefix": row.display_prefix, "username": row.user.username,
+                   "client_id": row.oauth_client.client_id if row.oauth_client else None,
+                   "client_name": row.oauth_client.name if row.oauth_client else None, "scope": row.scope,
+                   "created_at": row.created_at, "last_used_at": row.last_used_at} for row in rows]
+    show(tokens, ("PREFIX", "USER", "CLIENT", "SCOPE", "CREATED", "LAST USED"), lambda token: (
+        token["display_prefix"], token["username"], (token["client_name"] or "personal")[:30], token["scope"],
+        when(token["created_at"]), when(token["last_used_at"])), "No tokens.", as_json)
 
 
 @token.command("revoke", short_help="Revoke a token, by its display prefix or whole.")
@@ -234,15 +247,17 @@ def revoke_token(prefix, yes):
 @cli.command(short_help="Print the latest events of the audit trail.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--user", "username", help="Only the events recorded under this username (a removed user's too).")
-def audit(limit, username):
+@JSON
+def audit(limit, username, as_json):
     """Print the latest events of the audit trail, oldest first: who, which client, when, from where."""
     with command_database():
-        events = AuditEvent.recent(limit, username=username)
-    rows = [(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at)), event.event, event.username or "-",
-             (event.client_name or "-")[:30], event.client_id or "-", event.address or "-",
-             " ".join(f"{name}={value}" for name, value in event.details.items())[:120])
-            for event in reversed(events)]
-    show(rows, ("AT (UTC)", "EVENT", "USER", "CLIENT", "CLIENT ID", "ADDRESS", "DETAIL"), empty="No events recorded.")
+        events = [{"at": event.at, "event": event.event, "username": event.username, "client_id": event.client_id,
+                   "client_name": event.client_name, "address": event.address, "detail": event.details}
+                  for event in reversed(AuditEvent.recent(limit, username=username))]
+    show(events, ("AT (UTC)", "EVENT", "USER", "CLIENT", "CLIENT ID", "ADDRESS", "DETAIL"), lambda event: (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["at"])), event["event"], event["username"] or "-",
+        (event["client_name"] or "-")[:30], event["client_id"] or "-", event["address"] or "-",
+        " ".join(f"{name}={value}" for name, value in event["detail"].items())[:120]), "No events recorded.", as_json)
 
 
 @cli.group("db", short_help="The database schema: its version, and upgrading it.")
@@ -370,11 +385,15 @@ def token_counts(owner):
     return dict(AccessToken.select(owner, fn.COUNT(AccessToken.id)).group_by(owner).tuples())
 
 
-def show(rows, header, empty):
-    if not rows:
+def show(records, header, row, empty, as_json):
+    """The records as one JSON array, or as a table under header with a row for each (or, for none, empty)."""
+    if as_json:
+        click.echo(json.dumps(records, indent=2))  # ASCII: a name's escape sequences stay escaped
+        return
+    if not records:
         click.echo(empty)
         return
-    rows = [[printable_name(str(value)) for value in row] for row in rows]  # no terminal escapes from names
+    rows = [[printable_name(str(value)) for value in row(record)] for record in records]  # no terminal escapes
     widths = [max(len(value) for value in column) for column in zip(header, *rows)]
     for row in (header, *rows):
         click.echo("  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip())

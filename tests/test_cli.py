@@ -37,6 +37,15 @@ def env(instance, instance_database):
     clean = {name: value for name, value in os.environ.items() if not name.startswith("KEYFOB_")}
     return clean | {"KEYFOB_INSTANCE_PATH": str(instance), "PYTHONUNBUFFERED": "1", **instance_database}
 
+README_ADMINISTRATION = (Path(__file__).parent.parent / "README.md").read_text().partition("## Administration")[2] \
+    .partition("\n## ")[0]
+
+
+def readme_row(*command):
+    """The row of the README's Administration table that explains a command."""
+    return next(line for line in README_ADMINISTRATION.splitlines() if line.startswith(f"| `keyfob {' '.join(command)}"))
+
+
 def keyfob(env, *args, typed=""):
     return subprocess.run([KEYFOB, *args], input=typed, env=env, cwd=Path(env["KEYFOB_INSTANCE_PATH"]).parent,
                           capture_output=True, text=True, timeout=60)
@@ -292,6 +301,50 @@ def test_client_list_says_who_registered_an_app_and_never_prints_control_charact
     Client.update(name="Evil\x1b]0;pwned\x07\rApp").where(Client.id == seeded["client"].id).execute()
     listing = keyfob(env, "client", "list").stdout
     assert "by bob" in listing and "\x1b" not in listing and "\x07" not in listing and "Evil]0;pwnedApp" in listing
+
+
+FIELDS = {("user", "list"): {"username", "created_at", "tokens"},
+          ("client", "list"): {"client_id", "name", "kind", "owner", "redirect_uris", "created_at", "tokens"},
+          ("token", "list"): {"display_prefix", "username", "client_id", "client_name", "scope", "created_at",
+                              "last_used_at"},
+          ("audit",): {"at", "event", "username", "client_id", "client_name", "address", "detail"}}
+
+
+@pytest.mark.parametrize("command", FIELDS, ids=" ".join)
+def test_lists_print_one_json_array_with_the_documented_fields(env, seeded, command):
+    assert keyfob(env, "client", "add", "notes", "--confidential").returncode == 0  # an operator's app, an event
+    result = keyfob(env, *command, "--json")
+    records = json.loads(result.stdout)
+    assert result.returncode == 0 and result.stderr == "" and isinstance(records, list) and records
+    assert all(set(record) == FIELDS[command] for record in records)
+    assert all(isinstance(record[name], int) for record in records for name in ("created_at", "at") if name in record)
+    documented = readme_row(*command)
+    assert "--json" in documented and all(f"`{name}`" in documented for name in FIELDS[command])
+
+
+def test_json_lists_hold_the_stored_values(env, seeded):
+    Client.update(name="Evil\x1b]0;pwned\x07App").where(Client.id == seeded["client"].id).execute()
+    users = json.loads(keyfob(env, "user", "list", "--json").stdout)
+    assert [(user["username"], user["tokens"]) for user in users] == [("alice", 2), ("bob", 0)]
+    apps = json.loads(keyfob(env, "client", "list", "--json").stdout)
+    assert apps[0] | {"created_at": 0} == {
+        "client_id": seeded["client"].client_id, "name": "Evil\x1b]0;pwned\x07App", "kind": "self-registered",
+        "owner": None, "redirect_uris": ["http://127.0.0.1:33418/callback"], "created_at": 0, "tokens": 1}
+    tokens = json.loads(keyfob(env, "token", "list", "--user", "alice", "--json").stdout)
+    assert [(token["display_prefix"], token["client_id"], token["last_used_at"]) for token in tokens] == [
+        (seeded["oauth"].display_prefix, seeded["client"].client_id, None), (seeded["personal"].display_prefix, None, None)]
+    listing = keyfob(env, "client", "list", "--json").stdout
+    assert "\x1b" not in listing and "\\u001b" in listing  # escaped, as JSON spells a control character
+    assert keyfob(env, "user", "remove", "bob", "--yes").returncode == 0
+    events = json.loads(keyfob(env, "audit", "--json").stdout)
+    assert events[-1] | {"at": 0} == {"at": 0, "event": "user.removed", "username": "bob", "client_id": None,
+                                      "client_name": None, "address": None, "detail": {"tokens": 0, "by": "operator"}}
+
+
+@pytest.mark.parametrize("command", FIELDS, ids=" ".join)
+def test_an_empty_json_list_is_an_empty_array(env, command):
+    result = keyfob(env, *command, "--json")
+    assert result.returncode == 0 and result.stdout == "[]\n"
 
 
 def test_token_list_refuses_an_unknown_user(env, seeded):
