@@ -93,19 +93,21 @@ def user():
 @click.argument("name")
 def add_user(name):
     """Add a user; asks for the password twice (or reads two lines from standard input)."""
-    if sys.stdin.isatty():
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    else:
-        lines = sys.stdin.read().splitlines() + ["", ""]
-        if lines[0] != lines[1]:
-            raise click.ClickException("The two passwords do not match")
-        password = lines[0]
+    password = new_password()
     with command_database():
-        try:
-            User.register(name, password)
-        except Refused as refusal:
-            raise click.ClickException(str(refusal)) from None
+        User.register(name, password)
     click.echo(f"Added user {name}")
+
+
+@user.command("password", short_help="Set a user's password, typed twice.")
+@click.argument("name")
+def set_password(name):
+    """Set a user's password as the operator; asks for it twice (or reads two lines from standard input).
+    The sessions signed in with the old one end."""
+    with command_database():
+        found = find_user(name)
+        found.change_password(new_password(f"New password for {name}"), by="operator")
+    click.echo(f"Set a new password for {name}; their sessions have ended.")
 
 
 @user.command("list")
@@ -163,11 +165,8 @@ def add_client(name, confidential, redirect_uris):
     """Register a client as the operator: a resource server that introspects tokens needs --confidential
     and no redirect URI; an app that signs people in needs its redirect URIs."""
     with command_database() as started:
-        try:
-            Client.validate_app(name, list(redirect_uris), started.config["REDIRECT_TRUST"],
-                                signs_people_in=not confidential)
-        except Refused as refusal:
-            raise click.ClickException(str(refusal)) from None
+        Client.validate_app(name, list(redirect_uris), started.config["REDIRECT_TRUST"],
+                            signs_people_in=not confidential)
         app = Client.registered_by_operator(name, list(redirect_uris), confidential=confidential)
     click.echo(f"client_id: {app.client_id}")
     if confidential:
@@ -340,9 +339,27 @@ def started_app(config=None):
 
 @contextlib.contextmanager
 def command_database():
+    """The started app, with a database connection for the command; what a model refuses is the command's error."""
     app = started_app()
     with db.connection_context():
-        yield app
+        try:
+            yield app
+        except Refused as refusal:
+            raise click.ClickException(str(refusal)) from None
+
+
+def new_password(prompt="Password"):
+    """A password typed twice at a terminal, or the first of two equal lines on standard input (split only at
+    line ends: a password may hold any other character)."""
+    if sys.stdin.isatty():
+        return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    try:
+        lines = sys.stdin.read().split("\n") + ["", ""]
+    except UnicodeDecodeError:
+        raise click.ClickException("The password is not UTF-8 text") from None
+    if lines[0] != lines[1]:
+        raise click.ClickException("The two passwords do not match")
+    return lines[0]
 
 
 def masked_url(url):

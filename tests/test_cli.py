@@ -154,15 +154,54 @@ def test_user_add_refuses_an_existing_name_and_keeps_the_first_password(env, ins
     assert signs_in(app, "alice", "password1") and not signs_in(app, "alice", "another one")
 
 
+TOO_LONG = "é" * 512 + "a"  # 1,025 bytes
+
+
 @pytest.mark.parametrize("name, typed, message", [
     ("alice", "", "The password must not be empty"), ("alice", "\n\n", "The password must not be empty"),
     ("alice", "pw\nwp\n", "The two passwords do not match"), ("alice", "pw\n", "The two passwords do not match"),
+    ("alice", "short\nshort\n", "at least 8 characters"), ("alice", f"{TOO_LONG}\n{TOO_LONG}\n", "at most 1,024 bytes"),
     ("no spaces", "pw\npw\n", "A username is 1 to 150 letters")])
 def test_user_add_refuses_bad_input_with_a_clear_message(env, instance_app, name, typed, message):
     result = keyfob(env, "user", "add", name, typed=typed)
     assert result.returncode != 0 and message in result.stderr
     instance_app()
     assert User.select().count() == 0
+
+
+def test_user_password_sets_a_password_the_user_signs_in_with_and_ends_the_old_one(env, seeded, instance_app):
+    piped = "Pässwörd\x1c\u2028 ok"  # unicode, a control character, a line separator that ends no line
+    result = keyfob(env, "user", "password", "alice", typed=f"{piped}\n{piped}\n")
+    assert result.returncode == 0 and result.stdout == "Set a new password for alice; their sessions have ended.\n"
+    app = instance_app()
+    assert [(event.event, event.details) for event in AuditEvent.recent(1)] == [("password.changed", {"by": "operator"})]
+    assert signs_in(app, "alice", piped) and not signs_in(app, "alice", "password1")
+    code, shown = at_terminal(env, "user", "password", "alice", answers=["correct horse ½", "correct horse ½"])
+    assert code == 0 and "New password for alice: \nRepeat for confirmation: \nSet a new password" in shown
+    assert signs_in(app, "alice", "correct horse ½") and not signs_in(app, "alice", piped)
+
+
+@pytest.mark.parametrize("name, typed, sentence", [
+    ("alice", "password2\npassword3\n", "The two passwords do not match"),
+    ("alice", "password2\n", "The two passwords do not match"),
+    ("alice", "short\nshort\n", "The password must have at least 8 characters"),
+    ("alice", f"{TOO_LONG}\n{TOO_LONG}\n", "The password must be at most 1,024 bytes long"),
+    ("alice", "pass\0word2\npass\0word2\n", "The password must not be empty or contain NUL characters"),
+    ("alice", "\n\n", "The password must not be empty or contain NUL characters"),
+    ("nobody", "password2\npassword2\n", "No user named 'nobody'"),
+    ("al\x1bice", "password2\npassword2\n", "No user named 'al\\x1bice'"),
+    ("alice\u202e", "password2\npassword2\n", "No user named 'alice\\u202e'"),
+    ("ålice", "password2\npassword2\n", "No user named 'ålice'"),
+    (b"al\xffice", "password2\npassword2\n", "No user named 'al\\udcffice'"),
+    ("a" * 151, "password2\npassword2\n", "No user named 'aaaa")])
+def test_user_password_refuses_bad_input_in_one_sentence_and_changes_nothing(env, seeded, instance_app, name, typed,
+                                                                              sentence):
+    result = keyfob(env, "user", "password", name, typed=typed)
+    assert result.returncode == 1 and result.stderr.startswith(f"Error: {sentence}") and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.strip().isprintable()
+    app = instance_app()
+    assert not AuditEvent.select().where(AuditEvent.event == "password.changed").exists()
+    assert signs_in(app, "alice", "password1")
 
 
 def test_first_run_creates_a_private_secret_key_that_later_runs_reuse(env, instance):
