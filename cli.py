@@ -355,7 +355,8 @@ def new_password(prompt="Password"):
         return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
     try:
         lines = sys.stdin.read().split("\n") + ["", ""]
-    except UnicodeDecodeError:
+        lines[0].encode()
+    except UnicodeError:  # undecodable, or (in the C locale) a byte Python escaped as a surrogate
         raise click.ClickException("The password is not UTF-8 text") from None
     if lines[0] != lines[1]:
         raise click.ClickException("The two passwords do not match")

@@ -204,6 +204,12 @@ def test_user_password_refuses_bad_input_in_one_sentence_and_changes_nothing(env
     assert signs_in(app, "alice", "password1")
 
 
+def test_a_password_must_be_utf8_text(env, seeded):
+    for command in (("user", "password", "alice"), ("user", "add", "carol")):
+        result = subprocess.run([KEYFOB, *command], input=b"pass\xffword\npass\xffword\n", env=env, capture_output=True)
+        assert result.returncode == 1 and result.stderr == b"Error: The password is not UTF-8 text\n"
+
+
 def test_first_run_creates_a_private_secret_key_that_later_runs_reuse(env, instance):
     assert keyfob(env, "user", "add", "alice", typed="password1\npassword1\n").returncode == 0
     secret_key = instance / "secret_key"
