@@ -157,10 +157,12 @@ def connect(url):
 
 
 def prepare_database(app):
-    """Bring the schema up to date and check this process's key against the others', one process at a time."""
+    """Bring the schema up to date and check this process's key against the others', one process at a time;
+    the names of the migrations applied."""
     with db.connection_context(), migrations.exclusive(db.obj):
-        migrations.upgrade(db.obj)
+        applied = migrations.upgrade(db.obj)
         SecretKeyCheck.confirm(app.secret_key, app.config["SECRET_KEY_FALLBACKS"])
+    return applied
 
 
 def checkpoint_often(app, every):

@@ -14,7 +14,7 @@ import click
 from peewee import JOIN, OperationalError, fn
 
 import migrations
-from app import create_app, when, write_instance_file
+from app import create_app, prepare_database, when, write_instance_file
 from models import AccessToken, AuditEvent, Client, Refused, SecretKeyCheck, User, db, printable_name, sweep
 
 SWEEP_EVERY, SWEEP_RETRY_AFTER = 24 * 60 * 60, 60 * 60
@@ -191,8 +191,7 @@ def remove_client(client_id, yes):
 def sweep_clients():
     """Remove the self-registered clients that never obtained a token (after 30 days, never while a consent
     is in flight) and, if KEYFOB_IDLE_TOKEN_DAYS is set, the tokens idle that long: what `keyfob serve` does daily."""
-    app = started_app()
-    with db.connection_context():
+    with command_database() as app:
         clients, idle_tokens = sweep(app.config["IDLE_TOKEN_DAYS"])
     for client_id, name in clients:
         click.echo(f"Removed client {client_id} ({printable_name(name)})")
@@ -266,18 +265,18 @@ def database():
 
 @database.command("upgrade")
 def upgrade_database():
-    """Apply the pending schema migrations."""
-    app = started_app()
-    with db.connection_context():
+    """Apply the pending schema migrations, and name them."""
+    with command_database({"PREPARE_DATABASE": False}) as app:
+        applied = prepare_database(app)
         schema, _ = migrations.version(db.obj)
-    click.echo(f"Schema version {schema}, up to date ({masked_url(app.config['DATABASE_URL'])}).")
+    click.echo(f"Schema version {schema}, up to date ({masked_url(app.config['DATABASE_URL'])}); "
+               + (f"applied {', '.join(applied)}." if applied else "no migration was pending."))
 
 
 @database.command("version", short_help="Print the schema version and the migrations pending.")
 def database_version():
     """Print the schema version and how many migrations are pending, without applying any."""
-    started_app({"PREPARE_DATABASE": False})
-    with db.connection_context():
+    with command_database({"PREPARE_DATABASE": False}):
         schema, pending = migrations.version(db.obj)
     click.echo(f"Schema version {schema}; {pending} migration(s) pending: run `keyfob db upgrade`." if pending
                else f"Schema version {schema}, up to date.")
@@ -317,35 +316,39 @@ def retire_keys():
 @YES
 def reset_keys(yes):
     """Make this key the database's only one, after the key other processes used is lost for good."""
-    app = started_app({"PREPARE_DATABASE": False})
-    confirm("Make this secret key the database's only one (sessions and codes signed with any other key stop"
-            " working)?", yes)
-    with db.connection_context(), migrations.exclusive(db.obj):
-        migrations.upgrade(db.obj)
-        SecretKeyCheck.reset(app.secret_key)
+    with command_database({"PREPARE_DATABASE": False}) as app:
+        confirm("Make this secret key the database's only one (sessions and codes signed with any other key stop"
+                " working)?", yes)
+        with migrations.exclusive(db.obj):
+            migrations.upgrade(db.obj)
+            SecretKeyCheck.reset(app.secret_key)
     click.echo("This secret key is now the database's only key; sessions and codes signed with others stop working.")
 
 
 def started_app(config=None):
     """create_app(), with a refusal to start said plainly rather than as a traceback. The audit trail's lines
     go to the log only when serving: a command's changes are in the table, and its output is its own."""
-    try:
+    with said_plainly(ValueError):  # a setting Keyfob cannot use, or another process's key (KeyMismatch)
         return create_app({"LOG_AUDIT_EVENTS": False, **(config or {})})
-    except (Refused, ValueError) as error:  # a setting Keyfob cannot use, or another process's key (KeyMismatch)
-        raise click.ClickException(str(error)) from None
-    except OperationalError as error:
-        raise click.ClickException(f"The database does not answer: {error}") from None
 
 
 @contextlib.contextmanager
-def command_database():
+def command_database(config=None):
     """The started app, with a database connection for the command; what a model refuses is the command's error."""
-    app = started_app()
-    with db.connection_context():
-        try:
-            yield app
-        except Refused as refusal:
-            raise click.ClickException(str(refusal)) from None
+    app = started_app(config)
+    with said_plainly(Refused), db.connection_context():
+        yield app
+
+
+@contextlib.contextmanager
+def said_plainly(refusal):
+    """A refusal, or a database that does not answer, as one sentence and exit code 1 rather than a traceback."""
+    try:
+        yield
+    except refusal as error:
+        raise click.ClickException(str(error)) from None
+    except OperationalError as error:
+        raise click.ClickException(f"The database does not answer: {error}") from None
 
 
 def new_password(prompt="Password"):

@@ -16,7 +16,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from peewee import SqliteDatabase
 
+import migrations
 from actions import Actions
 from app import create_app
 from cli import cli, masked_url
@@ -515,6 +517,18 @@ def test_client_add_needs_a_redirect_uri_for_an_app_that_signs_people_in(env):
     result = keyfob(env, "client", "add", "cli tool")
     assert result.returncode == 1 and "redirect URIs" in result.stderr
     assert keyfob(env, "client", "add", "cli tool", "--redirect-uri", "http://127.0.0.1:9/cb").returncode == 0
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_db_upgrade_names_the_migrations_it_applied_or_says_none_was_pending(tmp_path, request, database):
+    settings = {"KEYFOB_DATABASE_URL": request.getfixturevalue("new_postgresql_database")()} \
+        if database == "postgresql" else {}
+    env = keyfob_env(tmp_path / "instance", settings)
+    names = [migration.name for migration in migrations.runner(SqliteDatabase(":memory:")).migrations()]
+    first, again = keyfob(env, "db", "upgrade"), keyfob(env, "db", "upgrade")
+    assert first.returncode == again.returncode == 0 and first.stdout.startswith(f"Schema version {len(names)}, ")
+    assert first.stdout.endswith(f"; applied {', '.join(names)}.\n") and len(names) > 1
+    assert again.stdout.endswith("; no migration was pending.\n")
 
 
 def test_database_urls_are_printed_without_their_password():
