@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import closing
@@ -548,6 +549,32 @@ def test_a_setting_keyfob_cannot_use_is_one_sentence_not_a_traceback(env, settin
                                 timeout=30)
         assert result.returncode == 1 and sentence in result.stderr and "Traceback" not in result.stderr
         assert result.stderr.count("\n") == 1 and setting in result.stderr
+
+
+@pytest.fixture
+def without_postgresql_driver(tmp_path):
+    """A PYTHONPATH on which no PostgreSQL driver imports, as where the postgres extra is not installed."""
+    for driver in ("psycopg", "psycopg2"):
+        (tmp_path / "hidden" / driver).mkdir(parents=True)
+        (tmp_path / "hidden" / driver / "__init__.py").write_text(f"raise ImportError('{driver} is hidden')\n")
+    return str(tmp_path / "hidden")
+
+
+@pytest.mark.parametrize("url, sentence", [
+    ("mysqlx://keyfob:hunter2@db/keyfob", "KEYFOB_DATABASE_URL must be sqlite:///PATH (three slashes) or"
+                                          " postgresql://USER@HOST/NAME (with pip install 'keyfob[postgres]'),"
+                                          " not mysqlx://..."),
+    ("postgresql://keyfob:hunter2@127.0.0.1:5432/keyfob", "KEYFOB_DATABASE_URL names a PostgreSQL database, and no"
+                                                          " PostgreSQL driver is installed: pip install 'keyfob[postgres]'")])
+def test_a_database_keyfob_cannot_open_is_one_sentence_naming_what_to_install(tmp_path, without_postgresql_driver,
+                                                                              url, sentence):
+    env = keyfob_env(tmp_path / "instance", {"KEYFOB_DATABASE_URL": url, "PYTHONPATH": without_postgresql_driver})
+    drivers = subprocess.run([sys.executable, "-c", "import peewee; print(peewee.psycopg, peewee.psycopg2)"],
+                             env=env, capture_output=True, text=True, timeout=30)
+    assert drivers.stdout == "None None\n"  # peewee, importing them as it does, finds neither
+    for command in (("user", "list"), ("db", "version"), ("serve", "--port", str(free_port()))):
+        result = keyfob(env, *command)
+        assert result.returncode == 1 and result.stderr == f"Error: {sentence}\n" and result.stdout == ""
 
 
 def test_a_port_in_use_is_one_sentence_not_a_traceback(env):
