@@ -1,5 +1,6 @@
 """The `keyfob` command as a user runs it: the installed script in its own process, a fresh instance folder
 for every test, and real HTTP against `keyfob serve`."""
+import functools
 import importlib.metadata
 import json
 import os
@@ -46,7 +47,8 @@ README_ADMINISTRATION = (Path(__file__).parent.parent / "README.md").read_text()
 
 def readme_row(*command):
     """The row of the README's Administration table that explains a command."""
-    return next(line for line in README_ADMINISTRATION.splitlines() if line.startswith(f"| `keyfob {' '.join(command)}"))
+    named = re.compile(rf"`keyfob {' '.join(command)}[` ]")
+    return next(line for line in README_ADMINISTRATION.splitlines() if line.startswith("| ") and named.search(line))
 
 
 def keyfob(env, *args, typed=""):
@@ -92,6 +94,14 @@ def test_every_command_and_group_explains_itself_under_h_and_help(tmp_path, path
     assert long.stdout.startswith(f"Usage: {' '.join(('keyfob', *path))} ")
     listing = long.stdout.partition("\nCommands:\n")[2].splitlines()
     assert not any(line.endswith("...") for line in listing), listing  # no description cut mid-sentence
+
+
+@pytest.mark.parametrize("path", [path for path in command_paths() if len(path) == 2 or path == ("audit",)],
+                         ids=" ".join)
+def test_the_readme_explains_every_command_and_its_options(path):
+    command = functools.reduce(lambda group, name: group.commands[name], path, cli)
+    options = [option for param in command.params for option in param.opts if option.startswith("--")]
+    assert all(option in readme_row(*path) for option in options if option != "--help"), options
 
 
 def test_a_listing_shows_one_line_and_help_the_whole_description(tmp_path):
