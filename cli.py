@@ -132,9 +132,9 @@ def remove_user(name, yes):
         tokens, apps = counted(found.access_tokens.count(), "token"), found.apps.count()
         confirm(f"Remove user {name}, their {tokens} and the {counted(apps, 'app')} they registered (with every"
                 " token issued to those)?" if apps else f"Remove user {name} and their {tokens}?", yes)
-        apps = found.remove(by="operator")
-    click.echo(f"Removed user {name} and their tokens"
-               + (f", and the apps they registered with all their tokens: {', '.join(apps)}" if apps else ""))
+        removed_apps = found.remove(by="operator")
+    click.echo(f"Removed user {name} and their tokens" + (
+        f", and the apps they registered with all their tokens: {', '.join(removed_apps)}" if removed_apps else ""))
 
 
 @cli.group()
@@ -180,7 +180,7 @@ def add_client(name, confidential, redirect_uris):
 def remove_client(client_id, yes):
     """Remove a client and every token issued to it."""
     with command_database():
-        found = find_or_fail(Client, "client_id", client_id, "client with client ID")
+        found = find_or_fail(Client.find_by("client_id", client_id), "client with client ID", client_id)
         confirm(f"Remove client {client_id} ({printable_name(found.name)}) and its"
                 f" {counted(found.access_tokens.count(), 'token')}?", yes)
         found.remove(by="operator")
@@ -236,10 +236,11 @@ def revoke_token(prefix, yes):
             raise click.ClickException(f"No token matches {prefix!r}" if not tokens else
                                        f"{len(tokens)} tokens start with {prefix!r}: give a longer prefix or the"
                                        " whole token")
-        issued_to = printable_name(tokens[0].oauth_client.name) if tokens[0].oauth_client else "personal token"
-        confirm(f"Revoke {tokens[0].user.username}'s token {tokens[0].display_prefix}… ({issued_to})?", yes)
-        tokens[0].remove(by="operator")
-    click.echo(f"Revoked {tokens[0].display_prefix}…")
+        found = tokens[0]
+        issued_to = printable_name(found.oauth_client.name) if found.oauth_client else "personal token"
+        confirm(f"Revoke {found.user.username}'s token {found.display_prefix}… ({issued_to})?", yes)
+        found.remove(by="operator")
+    click.echo(f"Revoked {found.display_prefix}…")
 
 
 @cli.command(short_help="Print the latest events of the audit trail.")
@@ -388,15 +389,10 @@ def counted(number, noun):
 
 
 def find_user(name):
-    """The user named so; a malformed name (control characters, say) is nobody's."""
-    found = User.named(name)
-    if found is None:
-        raise click.ClickException(f"No user named {name!r}")
-    return found
+    return find_or_fail(User.named(name), "user named", name)  # a malformed name (control characters) is nobody's
 
 
-def find_or_fail(model, column, value, description):
-    found = model.find_by(column, value)
+def find_or_fail(found, description, value):
     if found is None:
         raise click.ClickException(f"No {description} {value!r}")
     return found
@@ -416,5 +412,5 @@ def show(records, header, row, empty, as_json):
         return
     rows = [[printable_name(str(value)) for value in row(record)] for record in records]  # no terminal escapes
     widths = [max(len(value) for value in column) for column in zip(header, *rows)]
-    for row in (header, *rows):
-        click.echo("  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip())
+    for line in (header, *rows):
+        click.echo("  ".join(str(value).ljust(width) for value, width in zip(line, widths)).rstrip())
