@@ -1,5 +1,6 @@
 """Keyfob's application: create_app() and what it sets up, in the order it sets it up."""
 import contextlib
+import importlib
 import logging
 import os
 import secrets
@@ -147,20 +148,39 @@ def open_database(app):
 
 def connect(url):
     """A peewee database for a URL: a SQLite file runs in WAL mode and waits out other writers' locks
-    for up to 10 s; postgresql:// URLs go through peewee's PostgreSQL driver (psycopg)."""
+    for up to 10 s; postgresql:// URLs go through peewee's PostgreSQL driver (psycopg). ValueError names
+    what a URL of another kind, or a missing driver, needs."""
     if url.startswith("sqlite:///"):
         return SqliteDatabase(url.removeprefix("sqlite:///"), pragmas={
             "journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10_000,
             "wal_autocheckpoint": CHECKPOINT_PAGES})
+    scheme = urlsplit(url).scheme
+    if scheme not in ("postgres", "postgresql"):
+        raise ValueError("KEYFOB_DATABASE_URL must be sqlite:///PATH (three slashes) or postgresql://USER@HOST/NAME"
+                         " (with pip install 'keyfob[postgres]'), not "
+                         + (f"{scheme}://..." if scheme else "a URL without a scheme"))
+    if not any(map(importable, ("psycopg2", "psycopg"))):  # the drivers peewee tries, in its order
+        raise ValueError("KEYFOB_DATABASE_URL names a PostgreSQL database, and no PostgreSQL driver is installed:"
+                         " pip install 'keyfob[postgres]'")
     from playhouse.db_url import connect as connect_url  # only here: it loads every database's extensions
     return connect_url(url)
 
 
+def importable(module):
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 def prepare_database(app):
-    """Bring the schema up to date and check this process's key against the others', one process at a time."""
+    """Bring the schema up to date and check this process's key against the others', one process at a time;
+    the names of the migrations applied."""
     with db.connection_context(), migrations.exclusive(db.obj):
-        migrations.upgrade(db.obj)
+        applied = migrations.upgrade(db.obj)
         SecretKeyCheck.confirm(app.secret_key, app.config["SECRET_KEY_FALLBACKS"])
+    return applied
 
 
 def checkpoint_often(app, every):
@@ -215,7 +235,8 @@ def serve_pages_and_endpoints(app):
     app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)
-    log_audit_events()
+    if app.config.get("LOG_AUDIT_EVENTS", True):  # `keyfob` commands other than serve: the table is their record
+        log_audit_events()
 
 
 class CookieSessions(SecureCookieSessionInterface):

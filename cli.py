@@ -1,5 +1,6 @@
 """The `keyfob` command: each subcommand a thin shell over create_app() and a model method."""
 import contextlib
+import json
 import logging
 import os
 import re
@@ -13,30 +14,39 @@ import click
 from peewee import JOIN, OperationalError, fn
 
 import migrations
-from app import create_app, write_instance_file
+from app import create_app, prepare_database, write_instance_file
 from models import AccessToken, AuditEvent, Client, Refused, SecretKeyCheck, User, db, printable_name, sweep, when
 
 SWEEP_EVERY, SWEEP_RETRY_AFTER = 24 * 60 * 60, 60 * 60
 SWITCH_INTERVAL = 0.0005  # seconds a waitress thread may wait for the GIL while another computes (Python: 0.005)
 REGISTERED_BY = {Client.SELF_REGISTERED: "self-registered", Client.DOCUMENT: "self-registered",
                  Client.OPERATOR: "operator"}
+JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON array (its fields: see the README).")
+YES = click.option("--yes", "-y", is_flag=True, help="Go ahead without asking (needed when not at a terminal).")
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="keyfob")
 def cli():
     """Keyfob, a small OAuth 2.1 authorization server."""
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
+@cli.command(epilog="""\b
+Environment (optional; the README's Configuration has every setting):
+  KEYFOB_ISSUER         public base URL (default: http://HOST:PORT)
+  KEYFOB_DATABASE_URL   sqlite:///PATH or postgresql://USER@HOST/NAME
+  KEYFOB_SECRET_KEY     signs sessions and codes (default: generated once)
+  KEYFOB_INSTANCE_PATH  holds the key and SQLite file (default: ./instance)""")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Requests served at once.")
 def serve(host, port, threads):
     """Serve Keyfob with waitress (one process, several threads)."""
     import waitress
     authority = f"[{host}]" if ":" in host else host
     os.environ.setdefault("KEYFOB_ISSUER", f"http://{authority}:{port}")
-    app = started_app({"CHECKPOINT_SECONDS": 1})
+    app = started_app({"CHECKPOINT_SECONDS": 1, "LOG_AUDIT_EVENTS": True})
     try:
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident="keyfob")
     except OSError as error:
@@ -79,43 +89,52 @@ def user():
     """Manage the people who can sign in."""
 
 
-@user.command("add")
+@user.command("add", short_help="Add a user, with a password typed twice.")
 @click.argument("name")
 def add_user(name):
     """Add a user; asks for the password twice (or reads two lines from standard input)."""
-    if sys.stdin.isatty():
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    else:
-        lines = sys.stdin.read().splitlines() + ["", ""]
-        if lines[0] != lines[1]:
-            raise click.ClickException("The two passwords do not match")
-        password = lines[0]
+    password = new_password()
     with command_database():
-        try:
-            User.register(name, password)
-        except Refused as refusal:
-            raise click.ClickException(str(refusal)) from None
+        User.register(name, password)
     click.echo(f"Added user {name}")
 
 
+@user.command("password", short_help="Set a user's password, typed twice.")
+@click.argument("name")
+def set_password(name):
+    """Set a user's password as the operator; asks for it twice (or reads two lines from standard input).
+    The sessions signed in with the old one end."""
+    with command_database():
+        found = find_user(name)
+        found.change_password(new_password(f"New password for {name}"), by="operator")
+    click.echo(f"Set a new password for {name}; their sessions have ended.")
+
+
 @user.command("list")
-def list_users():
+@JSON
+def list_users(as_json):
     """List the users and how many tokens each holds."""
     with command_database():
         counts = token_counts(AccessToken.user)
-        rows = [(user.username, when(user.created_at), counts.get(user.id, 0))
-                for user in User.select().order_by(User.username)]
-    show(rows, ("NAME", "ADDED", "TOKENS"), empty="No users yet: add one with `keyfob user add NAME`.")
+        users = [{"username": user.username, "created_at": user.created_at, "tokens": counts.get(user.id, 0)}
+                 for user in User.select().order_by(User.username)]
+    show(users, ("NAME", "ADDED", "TOKENS"), lambda user: (user["username"], when(user["created_at"]), user["tokens"]),
+         "No users yet: add one with `keyfob user add NAME`.", as_json)
 
 
-@user.command("remove")
+@user.command("remove", short_help="Remove a user, their tokens and the apps they registered.")
 @click.argument("name")
-def remove_user(name):
-    """Remove a user and every token they hold."""
+@YES
+def remove_user(name, yes):
+    """Remove a user, every token they hold, and the apps they registered with every token issued to those."""
     with command_database():
-        apps = find_or_fail(User, "username", name, "user named").remove(by="operator")
-    click.echo(f"Removed user {name} and their tokens"
-               + (f", and the apps they registered with all their tokens: {', '.join(apps)}" if apps else ""))
+        found = find_user(name)
+        tokens, apps = counted(found.access_tokens.count(), "token"), found.apps.count()
+        confirm(f"Remove user {name}, their {tokens} and the {counted(apps, 'app')} they registered (with every"
+                " token issued to those)?" if apps else f"Remove user {name} and their {tokens}?", yes)
+        removed_apps = found.remove(by="operator")
+    click.echo(f"Removed user {name} and their tokens" + (
+        f", and the apps they registered with all their tokens: {', '.join(removed_apps)}" if removed_apps else ""))
 
 
 @cli.group()
@@ -123,21 +142,22 @@ def client():
     """Manage the OAuth clients (apps) registered here."""
 
 
-cli.add_command(client, "clients")  # `keyfob clients sweep` reads better; both names work
-
-
-@client.command("list")
-def list_clients():
+@client.command("list", short_help="List the clients, who registered them, and their tokens.")
+@JSON
+def list_clients(as_json):
     """List the clients, who registered them, and how many tokens each holds."""
     with command_database():
         counts = token_counts(AccessToken.oauth_client)
-        rows = [(app.client_id, app.name[:40], REGISTERED_BY.get(app.kind) or f"by {app.owner.username}",
-                 " ".join(app.redirect_uris), when(app.created_at), counts.get(app.id, 0))
+        apps = [{"client_id": app.client_id, "name": app.name, "kind": app.kind,
+                 "owner": app.owner.username if app.owner_id else None, "redirect_uris": app.redirect_uris,
+                 "created_at": app.created_at, "tokens": counts.get(app.id, 0)}
                 for app in Client.select().order_by(Client.created_at)]
-    show(rows, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), empty="No clients yet.")
+    show(apps, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), lambda app: (
+        app["client_id"], app["name"][:40], REGISTERED_BY.get(app["kind"]) or f"by {app['owner']}",
+        " ".join(app["redirect_uris"]), when(app["created_at"]), app["tokens"]), "No clients yet.", as_json)
 
 
-@client.command("add")
+@client.command("add", short_help="Register a client as the operator.")
 @click.argument("name")
 @click.option("--confidential", is_flag=True, help="Give it a client secret (a server, or a resource server).")
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="https, or http loopback; repeatable.")
@@ -145,11 +165,8 @@ def add_client(name, confidential, redirect_uris):
     """Register a client as the operator: a resource server that introspects tokens needs --confidential
     and no redirect URI; an app that signs people in needs its redirect URIs."""
     with command_database() as started:
-        try:
-            Client.validate_app(name, list(redirect_uris), started.config["REDIRECT_TRUST"],
-                                signs_people_in=not confidential)
-        except Refused as refusal:
-            raise click.ClickException(str(refusal)) from None
+        Client.validate_app(name, list(redirect_uris), started.config["REDIRECT_TRUST"],
+                            signs_people_in=not confidential)
         app = Client.registered_by_operator(name, list(redirect_uris), confidential=confidential)
     click.echo(f"client_id: {app.client_id}")
     if confidential:
@@ -159,20 +176,22 @@ def add_client(name, confidential, redirect_uris):
 
 @client.command("remove")
 @click.argument("client_id")
-def remove_client(client_id):
+@YES
+def remove_client(client_id, yes):
     """Remove a client and every token issued to it."""
     with command_database():
-        found = find_or_fail(Client, "client_id", client_id, "client with client ID")
+        found = find_or_fail(Client.find_by("client_id", client_id), "client with client ID", client_id)
+        confirm(f"Remove client {client_id} ({printable_name(found.name)}) and its"
+                f" {counted(found.access_tokens.count(), 'token')}?", yes)
         found.remove(by="operator")
     click.echo(f"Removed client {client_id} ({found.name}) and its tokens")
 
 
-@client.command("sweep")
+@client.command("sweep", short_help="Remove unused self-registered clients (and idle tokens).")
 def sweep_clients():
     """Remove the self-registered clients that never obtained a token (after 30 days, never while a consent
     is in flight) and, if KEYFOB_IDLE_TOKEN_DAYS is set, the tokens idle that long: what `keyfob serve` does daily."""
-    app = started_app()
-    with db.connection_context():
+    with command_database() as app:
         clients, idle_tokens = sweep(app.config["IDLE_TOKEN_DAYS"])
     for client_id, name in clients:
         click.echo(f"Removed client {client_id} ({printable_name(name)})")
@@ -181,95 +200,111 @@ def sweep_clients():
         click.echo(f"Removed {idle_tokens} token(s) unused for {app.config['IDLE_TOKEN_DAYS']} days.")
 
 
-@cli.group()
+@cli.group(short_help="See and revoke access tokens.")
 def token():
     """See and revoke access tokens (only their display prefixes are stored)."""
 
 
-@token.command("list")
+@token.command("list", short_help="List the tokens by display prefix.")
 @click.option("--user", "username", help="Only this user's tokens.")
-def list_tokens(username):
+@JSON
+def list_tokens(username, as_json):
     """List tokens: prefix, user, client (or personal), scope, created, last used."""
     with command_database():
-        tokens = (AccessToken.select(AccessToken, User, Client).join(User).switch(AccessToken)
-                  .join(Client, JOIN.LEFT_OUTER).order_by(AccessToken.created_at))
+        rows = (AccessToken.select(AccessToken, User, Client).join(User).switch(AccessToken)
+                .join(Client, JOIN.LEFT_OUTER).order_by(AccessToken.created_at))
         if username is not None:
-            tokens = tokens.where(User.username == find_or_fail(User, "username", username, "user named").username)
-        rows = [(row.display_prefix, row.user.username, row.oauth_client.name[:30] if row.oauth_client else "personal",
-                 row.scope, when(row.created_at), when(row.last_used_at)) for row in tokens]
-    show(rows, ("PREFIX", "USER", "CLIENT", "SCOPE", "CREATED", "LAST USED"), empty="No tokens.")
+            rows = rows.where(User.username == find_user(username).username)
+        tokens = [{"display_prefix": row.display_prefix, "username": row.user.username,
+                   "client_id": row.oauth_client.client_id if row.oauth_client else None,
+                   "client_name": row.oauth_client.name if row.oauth_client else None, "scope": row.scope,
+                   "created_at": row.created_at, "last_used_at": row.last_used_at} for row in rows]
+    show(tokens, ("PREFIX", "USER", "CLIENT", "SCOPE", "CREATED", "LAST USED"), lambda token: (
+        token["display_prefix"], token["username"], (token["client_name"] or "personal")[:30], token["scope"],
+        when(token["created_at"]), when(token["last_used_at"])), "No tokens.", as_json)
 
 
-@token.command("revoke")
+@token.command("revoke", short_help="Revoke a token, by its display prefix or whole.")
 @click.argument("prefix")
-def revoke_token(prefix):
-    """Revoke the token with this display prefix (or give the whole token)."""
+@YES
+def revoke_token(prefix, yes):
+    """Revoke the token whose display prefix starts with PREFIX (as `token list` shows it), or give the whole
+    token."""
     with command_database():
         tokens = AccessToken.matching(prefix)
         if len(tokens) != 1:
-            raise click.ClickException(f"No token has the prefix {prefix!r}" if not tokens else
-                                       f"{len(tokens)} tokens share the prefix {prefix!r}: give the whole token")
-        tokens[0].remove(by="operator")
-    click.echo(f"Revoked {tokens[0].display_prefix}…")
+            raise click.ClickException(f"No token matches {prefix!r}" if not tokens else
+                                       f"{len(tokens)} tokens start with {prefix!r}: give a longer prefix or the"
+                                       " whole token")
+        found = tokens[0]
+        issued_to = printable_name(found.oauth_client.name) if found.oauth_client else "personal token"
+        confirm(f"Revoke {found.user.username}'s token {found.display_prefix}… ({issued_to})?", yes)
+        found.remove(by="operator")
+    click.echo(f"Revoked {found.display_prefix}…")
 
 
-@cli.command()
+@cli.command(short_help="Print the latest events of the audit trail.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--user", "username", help="Only the events recorded under this username (a removed user's too).")
-def audit(limit, username):
+@JSON
+def audit(limit, username, as_json):
     """Print the latest events of the audit trail, oldest first: who, which client, when, from where."""
     with command_database():
-        events = AuditEvent.recent(limit, username=username)
-    rows = [(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at)), event.event, event.username or "-",
-             (event.client_name or "-")[:30], event.client_id or "-", event.address or "-",
-             " ".join(f"{name}={value}" for name, value in event.details.items())[:120])
-            for event in reversed(events)]
-    show(rows, ("AT (UTC)", "EVENT", "USER", "CLIENT", "CLIENT ID", "ADDRESS", "DETAIL"), empty="No events recorded.")
+        events = [{"at": event.at, "event": event.event, "username": event.username, "client_id": event.client_id,
+                   "client_name": event.client_name, "address": event.address, "detail": event.details}
+                  for event in reversed(AuditEvent.recent(limit, username=username))]
+    show(events, ("AT (UTC)", "EVENT", "USER", "CLIENT", "CLIENT ID", "ADDRESS", "DETAIL"), lambda event: (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["at"])), event["event"], event["username"] or "-",
+        (event["client_name"] or "-")[:30], event["client_id"] or "-", event["address"] or "-",
+        " ".join(f"{name}={value}" for name, value in event["detail"].items())[:120]), "No events recorded.", as_json)
 
 
-@cli.group("db")
+@cli.group("db", short_help="The database schema: its version, and upgrading it.")
 def database():
     """The database schema: its version, and upgrading it (also done by every process on start)."""
 
 
 @database.command("upgrade")
 def upgrade_database():
-    """Apply the pending schema migrations."""
-    app = started_app()
-    with db.connection_context():
+    """Apply the pending schema migrations, and name them."""
+    with command_database({"PREPARE_DATABASE": False}) as app:
+        applied = prepare_database(app)
         schema, _ = migrations.version(db.obj)
-    click.echo(f"Schema version {schema}, up to date ({masked_url(app.config['DATABASE_URL'])}).")
+    click.echo(f"Schema version {schema}, up to date ({masked_url(app.config['DATABASE_URL'])}); "
+               + (f"applied {', '.join(applied)}." if applied else "no migration was pending."))
 
 
-@database.command("version")
+@database.command("version", short_help="Print the schema version and the migrations pending.")
 def database_version():
     """Print the schema version and how many migrations are pending, without applying any."""
-    create_app({"PREPARE_DATABASE": False})
-    with db.connection_context():
+    with command_database({"PREPARE_DATABASE": False}):
         schema, pending = migrations.version(db.obj)
     click.echo(f"Schema version {schema}; {pending} migration(s) pending: run `keyfob db upgrade`." if pending
                else f"Schema version {schema}, up to date.")
 
 
-@cli.group()
+@cli.group(short_help="The instance's secret key: rotate, retire, reset.")
 def keys():
     """The instance's secret key (kept in the instance folder unless KEYFOB_SECRET_KEY is set)."""
 
 
-@keys.command("rotate")
-def rotate_keys():
+@keys.command("rotate", short_help="Make a new secret key, keeping the current one as a fallback.")
+@YES
+def rotate_keys(yes):
     """Make a new secret key; the current one stays accepted as a fallback until `keyfob keys retire`."""
     if os.environ.get("KEYFOB_SECRET_KEY"):
         raise click.ClickException("KEYFOB_SECRET_KEY is set: put a new key there and the old one in "
                                    "KEYFOB_SECRET_KEY_FALLBACKS, then restart every process")
     app = started_app()
+    confirm("Make a new secret key, keeping only the current one as a fallback (sessions and codes signed with"
+            " older fallback keys stop working)?", yes)
     write_instance_file(app.instance_path, "secret_key_fallbacks", app.secret_key + "\n")
     write_instance_file(app.instance_path, "secret_key", secrets.token_urlsafe(64))
     click.echo("Made a new secret key; the old one is kept as a fallback. Restart keyfob to sign with the new key;"
                " sessions and codes signed with the old one stay valid until `keyfob keys retire`.")
 
 
-@keys.command("retire")
+@keys.command("retire", short_help="Stop accepting the fallback keys.")
 def retire_keys():
     """Stop accepting the fallback keys: sessions signed with them end at the next restart."""
     path = os.path.join(started_app().instance_path, "secret_key_fallbacks")
@@ -278,31 +313,58 @@ def retire_keys():
     click.echo("Fallback keys retired: restart keyfob for it to take effect.")
 
 
-@keys.command("reset")
-def reset_keys():
+@keys.command("reset", short_help="Make this key the database's only one (after a lost key).")
+@YES
+def reset_keys(yes):
     """Make this key the database's only one, after the key other processes used is lost for good."""
-    app = create_app({"PREPARE_DATABASE": False})
-    with db.connection_context(), migrations.exclusive(db.obj):
-        migrations.upgrade(db.obj)
-        SecretKeyCheck.reset(app.secret_key)
+    with command_database({"PREPARE_DATABASE": False}) as app:
+        confirm("Make this secret key the database's only one (sessions and codes signed with any other key stop"
+                " working)?", yes)
+        with migrations.exclusive(db.obj):
+            migrations.upgrade(db.obj)
+            SecretKeyCheck.reset(app.secret_key)
     click.echo("This secret key is now the database's only key; sessions and codes signed with others stop working.")
 
 
 def started_app(config=None):
-    """create_app(), with a refusal to start said plainly rather than as a traceback."""
+    """create_app(), with a refusal to start said plainly rather than as a traceback. The audit trail's lines
+    go to the log only when serving: a command's changes are in the table, and its output is its own."""
+    with said_plainly(ValueError):  # a setting Keyfob cannot use, or another process's key (KeyMismatch)
+        return create_app({"LOG_AUDIT_EVENTS": False, **(config or {})})
+
+
+@contextlib.contextmanager
+def command_database(config=None):
+    """The started app, with a database connection for the command; what a model refuses is the command's error."""
+    app = started_app(config)
+    with said_plainly(Refused), db.connection_context():
+        yield app
+
+
+@contextlib.contextmanager
+def said_plainly(refusal):
+    """A refusal, or a database that does not answer, as one sentence and exit code 1 rather than a traceback."""
     try:
-        return create_app(config)
-    except (Refused, ValueError) as error:  # a setting Keyfob cannot use, or another process's key (KeyMismatch)
+        yield
+    except refusal as error:
         raise click.ClickException(str(error)) from None
     except OperationalError as error:
         raise click.ClickException(f"The database does not answer: {error}") from None
 
 
-@contextlib.contextmanager
-def command_database():
-    app = started_app()
-    with db.connection_context():
-        yield app
+def new_password(prompt="Password"):
+    """A password typed twice at a terminal, or the first of two equal lines on standard input (split only at
+    line ends: a password may hold any other character)."""
+    if sys.stdin.isatty():
+        return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    try:
+        lines = sys.stdin.read().split("\n") + ["", ""]
+        lines[0].encode()
+    except UnicodeError:  # undecodable, or (in the C locale) a byte Python escaped as a surrogate
+        raise click.ClickException("The password is not UTF-8 text") from None
+    if lines[0] != lines[1]:
+        raise click.ClickException("The two passwords do not match")
+    return lines[0]
 
 
 def masked_url(url):
@@ -312,8 +374,25 @@ def masked_url(url):
     return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
-def find_or_fail(model, column, value, description):
-    found = model.find_by(column, value)
+def confirm(question, yes):
+    """Go ahead with --yes, or if the person at the terminal answers yes (default no); with standard input not a
+    terminal there is nobody to ask."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.ClickException("Standard input is not a terminal, so nobody can confirm: add --yes to go ahead")
+    click.confirm(question, default=False, abort=True)
+
+
+def counted(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def find_user(name):
+    return find_or_fail(User.named(name), "user named", name)  # a malformed name (control characters) is nobody's
+
+
+def find_or_fail(found, description, value):
     if found is None:
         raise click.ClickException(f"No {description} {value!r}")
     return found
@@ -323,11 +402,15 @@ def token_counts(owner):
     return dict(AccessToken.select(owner, fn.COUNT(AccessToken.id)).group_by(owner).tuples())
 
 
-def show(rows, header, empty):
-    if not rows:
+def show(records, header, row, empty, as_json):
+    """The records as one JSON array, or as a table under header with a row for each (or, for none, empty)."""
+    if as_json:
+        click.echo(json.dumps(records, indent=2))  # ASCII: a name's escape sequences stay escaped
+        return
+    if not records:
         click.echo(empty)
         return
-    rows = [[printable_name(str(value)) for value in row] for row in rows]  # no terminal escapes from names
+    rows = [[printable_name(str(value)) for value in row(record)] for record in records]  # no terminal escapes
     widths = [max(len(value) for value in column) for column in zip(header, *rows)]
-    for row in (header, *rows):
-        click.echo("  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip())
+    for line in (header, *rows):
+        click.echo("  ".join(str(value).ljust(width) for value, width in zip(line, widths)).rstrip())

@@ -786,10 +786,14 @@ class AccessToken(BaseModel):
 
     @classmethod
     def matching(cls, token_or_prefix):
-        """The tokens an operator means by a whole token or its display prefix (as `token list` shows it)."""
+        """The tokens an operator means by a whole token, or by the start of a display prefix (as `token list`
+        shows it)."""
+        if not token_or_prefix or not token_or_prefix.isascii():
+            return []
         if token_or_prefix.startswith(SECRET) and len(token_or_prefix) > 20:
             return list(cls.select().where(cls.digest == digest(token_or_prefix)))
-        return list(cls.select().where(cls.display_prefix == token_or_prefix))
+        start = fn.SUBSTR(cls.display_prefix, 1, len(token_or_prefix))  # not LIKE, which ignores case
+        return list(cls.select().where(start == token_or_prefix))
 
     @classmethod
     def revoke(cls, token, client=None):

