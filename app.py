@@ -289,7 +289,7 @@ def register_error_handlers(app):
     @app.errorhandler(InterfaceError)
     def database_unavailable(error):
         """The database is down, restarting, or locked past SQLite's 10 s wait: say so, and reconnect next time."""
-        app.logger.warning("Database unavailable on %s %s: %s", request.method, request.path, type(error).__name__)
+        app.logger.warning("Database unavailable on %s: %s", requested(), type(error).__name__)
         connections.lost()
         g.user = None  # the page around the message must not ask the database who is signed in
         return failure(503, "temporarily_unavailable", "The service is briefly unavailable; try again",
@@ -310,9 +310,14 @@ def register_error_handlers(app):
 
     @app.errorhandler(Exception)
     def unexpected_error(error):
-        app.logger.exception("Unhandled error on %s %s", request.method, request.path)
+        app.logger.exception("Unhandled error on %s", requested())
         return failure(500, "server_error", "Something went wrong", "Something went wrong",
                        "Please try again in a moment.")
+
+
+def requested():
+    """The request's method and path for a log line, with control characters (a forged line) escaped."""
+    return f"{request.method} {request.path}".encode("unicode_escape").decode("ascii")
 
 
 def secure_headers(response):

@@ -144,6 +144,16 @@ def app_scheme(uri):
     return match[1] if usable and (authority is True or int(authority[1] or 0) <= 65535) else None
 
 
+def destination(uri):
+    """Where a redirect URI sends people, in a few words: a native app's scheme, an https host, or a loopback
+    host and port; None for anything else."""
+    if app_scheme(uri):
+        return f"the app for {app_scheme(uri)}: links"
+    loopback = loopback_parts(uri)
+    return https_host(uri) or (f"{loopback[0]}:{loopback[1]}" if loopback and loopback[1] else
+                               loopback[0] if loopback else None)
+
+
 def plain_path(rest):
     """No fragment, backslash or dot-segment (encoded or not) in a URI's path and query."""
     segments = rest.split("?")[0].lower().replace("%2e", ".").split("/")
@@ -185,6 +195,13 @@ def allows(metadata, name, value, default=None):
 
 def words(setting):
     return {word.strip() for word in setting.split(",") if word.strip()}
+
+
+def writing():
+    """A transaction that writes. On SQLite it takes the write lock when it begins (BEGIN IMMEDIATE), where the
+    busy timeout applies: a transaction that read first and then writes is refused at once while another
+    process writes, whatever the timeout (PostgreSQL needs nothing of the kind)."""
+    return db.atomic("IMMEDIATE") if isinstance(db.obj, peewee.SqliteDatabase) else db.atomic()
 
 
 # Two of peewee's internals, each used in one place on the request path. Checked against peewee 4.5;
@@ -237,7 +254,7 @@ class User(BaseModel):
             raise Refused("A username is 1 to 150 letters, digits or . _ @ + - and starts with a letter or digit")
         cls.check_new_password(password)
         try:
-            with db.atomic():
+            with writing():
                 return cls.create(username=username, password_digest=generate_password_hash(password))
         except IntegrityError:
             raise Refused(f"A user named {username!r} already exists") from None
@@ -260,14 +277,14 @@ class User(BaseModel):
             raise Refused("The current password is not right")
         self.check_new_password(password)
         self.password_digest = generate_password_hash(password)
-        with db.atomic():
+        with writing():
             self.save(only=[User.password_digest])
             AuditEvent.record("password.changed", self, by=by)
 
     def remove(self, by=None):
         """Delete the user, the apps they registered (with every token issued to those) and every token
         they hold, in one transaction; the names of the apps removed."""
-        with db.atomic():
+        with writing():
             apps = Client.owned_by(self)
             for app in apps:
                 app.remove(by=by)
@@ -308,7 +325,7 @@ class Client(BaseModel):
     client_id = CharField(max_length=2048, unique=True, default=lambda: new_client_id())
     name = CharField(max_length=255)
     redirect_uris_json = TextField(column_name="redirect_uris")
-    scope = CharField(max_length=32, default="read")
+    scope = CharField(max_length=32, default="read write")  # the most it may ask for
     dynamically_registered = BooleanField(default=False)
     created_at = IntegerField(default=now)
     token_endpoint_auth_method = CharField(max_length=32, default="none")
@@ -352,7 +369,7 @@ class Client(BaseModel):
     @classmethod
     def registered_itself(cls, name, redirect_uris, scope):
         """A public client that registered itself (RFC 7591)."""
-        with db.atomic():
+        with writing():
             client = cls.create(name=name, redirect_uris=redirect_uris, scope=scope, dynamically_registered=True)
             AuditEvent.record("client.registered", client=client, redirect_uris=" ".join(redirect_uris), kind="self")
         return client
@@ -364,7 +381,7 @@ class Client(BaseModel):
         client = cls.find_by("client_id", url)
         if client is None:
             try:
-                with db.atomic():
+                with writing():
                     client = cls.create(client_id=url, name=name, redirect_uris=redirect_uris, scope=scope,
                                         dynamically_registered=True)
                     AuditEvent.record("client.registered", client=client, redirect_uris=" ".join(redirect_uris),
@@ -374,7 +391,7 @@ class Client(BaseModel):
                 client = cls.find_by("client_id", url)
         if (client.name, client.redirect_uris, client.scope) != (name, redirect_uris, scope):
             client.name, client.redirect_uris, client.scope = name, redirect_uris, scope
-            with db.atomic():
+            with writing():
                 client.save(only=[Client.name, Client.redirect_uris_json, Client.scope])
                 AuditEvent.record("client.changed", client=client, redirect_uris=" ".join(redirect_uris))
         return client
@@ -419,7 +436,7 @@ class Client(BaseModel):
     @classmethod
     def _register_app(cls, owner, name, redirect_uris, confidential, by):
         fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write"}
-        with db.atomic():
+        with writing():
             app = cls.create_confidential(**fields) if confidential else cls.create(**fields)
             AuditEvent.record("client.registered", owner, app, redirect_uris=" ".join(redirect_uris),
                               kind="confidential" if confidential else "public", by=by)
@@ -522,7 +539,7 @@ class Client(BaseModel):
             raise Refused("A public client has no secret")
         secret = self.new_secret()
         self.secret_digest = digest(secret)
-        with db.atomic():
+        with writing():
             self.save(only=[Client.secret_digest])
             AuditEvent.record("client.secret_regenerated", self.owner, self)
         return secret
@@ -537,14 +554,8 @@ class Client(BaseModel):
 
     @property
     def sends_back_to(self):
-        """Where people are sent back to, in a few words, by the first redirect URI: a native app's scheme, an
-        https host, or a loopback host and port."""
-        first = self.redirect_uris[0] if self.redirect_uris else None
-        if app_scheme(first):
-            return f"the app for {app_scheme(first)}: links"
-        loopback = loopback_parts(first)
-        return https_host(first) or (f"{loopback[0]}:{loopback[1]}" if loopback and loopback[1] else
-                                     loopback[0] if loopback else None)
+        """Where people are sent back to, by the first redirect URI (see destination)."""
+        return destination(self.redirect_uris[0]) if self.redirect_uris else None
 
     @property
     def short_id(self):
@@ -568,16 +579,17 @@ class Client(BaseModel):
         return any((parts[0], parts[2]) == (requested[0], requested[2])
                    for parts in map(loopback_parts, self.redirect_uris) if parts)
 
-    def redirects_without_asking(self, uri):
+    def redirects_without_asking(self, uri, trust=RedirectTrust()):
         """Whether an error found before the user decided may be sent to uri at once (RFC 9700 §4.11.2: only to
-        redirect URIs the server trusts): a loopback one, on the user's own computer, or one of the operator's
-        apps. Elsewhere it could launch an app link or a web page of the requester's choosing."""
-        return loopback_parts(uri) is not None or self.kind == self.OPERATOR
+        redirect URIs the server trusts): a loopback one, on the user's own computer; https on a host the
+        operator trusts; or one of the operator's apps. Not a native app's scheme: a deep link of the
+        requester's choosing could make an app act."""
+        return loopback_parts(uri) is not None or https_host(uri) in trust.hosts or self.kind == self.OPERATOR
 
     def change_app(self, name, redirect_uris):
         """Rename the app and replace its redirect URIs, cleaned as at registration."""
         self.name, self.redirect_uris = printable_name(name), redirect_uris
-        with db.atomic():
+        with writing():
             self.save()
             AuditEvent.record("client.changed", self.owner, self, redirect_uris=" ".join(redirect_uris))
 
@@ -602,7 +614,7 @@ class Client(BaseModel):
 
     def remove(self, by=None):
         """Delete the client and, in the same transaction, every token issued to it."""
-        with db.atomic():
+        with writing():
             tokens = AccessToken.delete().where(AccessToken.oauth_client == self).execute()
             if self.delete_instance():
                 AuditEvent.record("client.deleted", self.owner, self, tokens=tokens, by=by)
@@ -682,14 +694,14 @@ class AccessToken(BaseModel):
     def redeem(cls, code, user, client):
         """The token for a code, minted once; a second redemption deletes the first's token (RFC 6749 §4.1.2)."""
         try:
-            with db.atomic():
+            with writing():
                 RedeemedCode.spend(code.jti)
                 token = cls.issue(user, client, scope=code.scope, resource=code.resource, code_jti=code.jti)
                 AuditEvent.record("token.issued", user, client, token=token.display_prefix, scope=token.scope,
                                   resource=token.resource)
                 return token
         except IntegrityError:
-            with db.atomic():
+            with writing():
                 revoked = cls.delete().where(cls.code_jti == code.jti).execute()
                 AuditEvent.record("code.replayed", user, client, revoked=revoked)
             return None
@@ -697,7 +709,7 @@ class AccessToken(BaseModel):
     @classmethod
     def create_personal(cls, user, scope, description):
         """A personal token, recorded with it."""
-        with db.atomic():
+        with writing():
             token = cls.issue(user, scope=scope, description=description)
             AuditEvent.record("personal_token.created", user, token=token.display_prefix, scope=scope,
                               description=description)
@@ -752,7 +764,7 @@ class AccessToken(BaseModel):
         """Revoke the tokens the user granted the client (one connection's, with token_id), in one statement;
         how many there were."""
         condition = (cls.user == user) & (cls.oauth_client == client)
-        with db.atomic():
+        with writing():
             revoked = cls.delete().where(condition & (cls.id == token_id if token_id else True)).execute()
             if revoked:
                 AuditEvent.record("app.disconnected", user, client, revoked=revoked)
@@ -807,7 +819,7 @@ class AccessToken(BaseModel):
     def remove(self, by=None):
         """Delete the token and record who lost it: its user on the pages, its holder (at the revocation endpoint
         or the API), or the operator. Whether it was still there."""
-        with db.atomic():
+        with writing():
             if not self.delete_instance():
                 return False
             AuditEvent.record("token.revoked" if self.oauth_client_id else "personal_token.revoked", self.user,
@@ -952,7 +964,7 @@ class SecretKeyCheck(BaseModel):
         key, as each would refuse the other's sessions and codes. A key the database knows as a fallback
         is a rotation: the new key joins, and keys no longer kept as fallbacks are forgotten."""
         current, kept = cls.of(key), {cls.of(fallback) for fallback in fallbacks}
-        with db.atomic():
+        with writing():
             known = {row.digest for row in cls.select()}
             if known and current not in known and not known & kept:
                 raise KeyMismatch(
@@ -966,7 +978,7 @@ class SecretKeyCheck(BaseModel):
     @classmethod
     def reset(cls, key):
         """Make key the database's only key (after a lost key: whatever the others signed stops working)."""
-        with db.atomic():
+        with writing():
             cls.delete().execute()
             cls.create(digest=cls.of(key))
 

@@ -4,7 +4,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, g, redirect, render_template, request
 
 from models import (CODE_CHALLENGE, LOOPBACK_HOSTS, SCOPES, AuditEvent, AuthorizationCode, Client,
-                    app_scheme, canonical_scope, is_document_url, loopback_parts)
+                    app_scheme, canonical_scope, destination, is_document_url, loopback_parts)
 from oauth import (OAuthError, find_resource, forbid_caching, is_parameter, issuer, limiter, optional_param,
                    redirect_trust, request_params, resources, with_query)
 from oauth.authentication import current_user, require_sign_in, sign_out
@@ -118,9 +118,12 @@ def require_pkce(params):
 
 
 def require_scope(params):
+    """The scope asked for, within what the client registered (RFC 7591 §2: its ceiling)."""
     scope = canonical_scope(optional_param(params, "scope") or "read")
     if scope is None:
         raise OAuthError("invalid_scope", "Scope must be read, write or both")
+    if canonical_scope(f"{scope} {g.client.scope}") != g.client.scope:
+        raise OAuthError("invalid_scope", f"This client registered for {g.client.scope} only")
     return scope
 
 
@@ -141,14 +144,22 @@ def redirect_to_client(**params):
         # Cookies do not keep ports apart (RFC 6265 §8.5): served on a loopback host, Keyfob's session cookie
         # would reach the app listening on the redirect's port, so the sign-in ends with this redirect.
         sign_out()
+    return redirect(client_answer(**params))
+
+
+def client_answer(**params):
+    """The redirect URI with the answer in its query, iss always among it (RFC 9207)."""
     params = {name: value for name, value in params.items() if value is not None} | {"iss": issuer()}
-    return redirect(with_query(g.redirect_uri, params))
+    return with_query(g.redirect_uri, params)
 
 
 @bp.errorhandler(OAuthError)
 def redirect_with_error(error):
     """To the client once its redirect URI is known, if the user decided (the consent form's POST) or the URI is
     one to send anyone to unasked; else a page."""
-    if "redirect_uri" in g and (request.method == "POST" or g.client.redirects_without_asking(g.redirect_uri)):
+    trust = redirect_trust()
+    if "redirect_uri" in g and (request.method == "POST" or g.client.redirects_without_asking(g.redirect_uri, trust)):
         return redirect_to_client(**error.as_params(), state=g.get("state"))
-    return render_template("authorizations/error.html", error=error), error.status
+    back = client_answer(**error.as_params(), state=g.get("state")) if "redirect_uri" in g else None
+    return render_template("authorizations/error.html", error=error, client=g.get("client"), back=back,
+                           destination=destination(g.redirect_uri) if back else None), error.status

@@ -1,7 +1,7 @@
 """Dynamic client registration for MCP clients (RFC 7591): loopback, native apps' and trusted https redirects."""
 from flask import Blueprint
 
-from models import Client, Refused, canonical_scope, printable_name
+from models import GRANTS, Client, Refused, printable_name
 from oauth import OAuthError, forbid_caching, json_object, limiter, redirect_trust
 
 bp = Blueprint("clients", __name__)
@@ -49,11 +49,12 @@ def client_name(metadata):
 
 
 def registered_scope(metadata):
-    scope = metadata.get("scope", "read")
-    if not isinstance(scope, str):
+    """Every scope, whatever the client names (RFC 7591 §3.2.1 lets the answer differ): the MCP SDKs register
+    with the scope of the first challenge and ask for more when a tool needs it, and the registered scope is
+    the most a client may ask for. The user sees and approves each request's scope."""
+    if not isinstance(metadata.get("scope", ""), str):
         raise OAuthError("invalid_client_metadata", "scope must be a space-separated string")
-    words = [word for word in scope.split() if canonical_scope(word)]
-    return canonical_scope(" ".join(words) or "read")
+    return GRANTS[-1]
 
 
 def require_public(metadata):

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from flask import request
 from flask_limiter import Limiter
 
 import app as app_module
@@ -95,3 +96,14 @@ def test_error_pages_are_in_the_sites_layout_with_a_way_on(client, actions, sign
     page = getattr(client, method)(path, data=data)
     assert f"<h1>{title}</h1>" in page.text and 'href="/">Go to your account</a>' in page.text
     assert 'class="masthead"' in page.text
+
+
+def test_a_logged_request_path_cannot_forge_a_log_line(app, client, caplog):
+    """Control characters a path may carry (%0a decodes to a newline) are escaped in every line Keyfob logs."""
+    @app.before_request
+    def fail_on_boom():
+        if request.path.startswith("/boom"):
+            raise RuntimeError("boom")
+    assert client.get("/boom/x%0aINFO%20keyfob%20all%20is%20well%1b[2J").status_code == 500
+    (line,) = [record.getMessage() for record in caplog.records if "Unhandled error" in record.getMessage()]
+    assert "\n" not in line and "\x1b" not in line and "\\nINFO keyfob all is well\\x1b[2J" in line

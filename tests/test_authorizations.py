@@ -272,3 +272,37 @@ class TestTrustWithdrawn:
         page = client.get("/oauth/authorization/new", query_string={
             **authorize_params, "redirect_uri": "cursor://anysphere.cursor-mcp/oauth/callback"})
         assert page.status_code == 400 and page.location is None and "not registered" in page.text
+
+
+def test_an_error_page_names_the_app_and_where_it_wanted_you_sent_with_a_link_back(client, app, user, authorize_params):
+    users_app = Client.registered_by_user(user, "Reports", ["https://reports.example.com/cb"])
+    page = client.get("/oauth/authorization/new", query_string={
+        **authorize_params, "client_id": users_app.client_id, "redirect_uri": "https://reports.example.com/cb",
+        "scope": "admin"})
+    assert page.status_code == 400 and page.location is None
+    assert "The app <strong>Reports</strong> asked to be sent back to" in page.text and "reports.example.com" in page.text
+    assert 'href="https://reports.example.com/cb?error=invalid_scope&amp;' in page.text and "state=xyz-state" in page.text
+
+
+class TestTrustedHosts:
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "TRUSTED_REDIRECT_HOSTS": "claude.ai"}
+
+    def test_an_error_goes_at_once_to_an_https_redirect_on_a_trusted_host(self, client, oauth_client,
+                                                                          authorize_params):
+        oauth_client.redirect_uris = ["https://claude.ai/api/mcp/auth_callback"]
+        oauth_client.save()
+        response = client.get("/oauth/authorization/new", query_string={
+            **authorize_params, "redirect_uri": "https://claude.ai/api/mcp/auth_callback", "scope": "admin"})
+        assert response.location.startswith("https://claude.ai/api/mcp/auth_callback?error=invalid_scope")
+
+
+def test_a_client_asks_for_no_more_than_the_scope_it_registered(client, signed_in, oauth_client, authorize_params):
+    oauth_client.scope = "read"
+    oauth_client.save()
+    refused = client.get("/oauth/authorization/new", query_string={**authorize_params, "scope": "read write"})
+    assert Actions.query(refused) | {"state": None, "iss": None} == {
+        "error": "invalid_scope", "error_description": "This client registered for read only", "state": None,
+        "iss": None}
+    assert client.get("/authorize", query_string={**authorize_params, "scope": "read"}).status_code in (200, 302)

@@ -24,12 +24,13 @@ def test_registration_creates_a_public_client_and_echoes_its_metadata(client):
 
 def test_registration_defaults_the_name_and_scope(client):
     body = client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"]}).json
-    assert body["client_name"] == "MCP Client" and body["scope"] == "read"
+    assert body["client_name"] == "MCP Client" and body["scope"] == "read write"
 
 
-@pytest.mark.parametrize("scope, registered", [("write", "read write"), ("read", "read"), ("admin", "read"),
-                                               ("read admin write", "read write"), ("", "read")])
-def test_registration_canonicalises_scope(client, scope, registered):
+@pytest.mark.parametrize("scope, registered", [("write", "read write"), ("read", "read write"), ("admin", "read write"),
+                                               ("read admin write", "read write"), ("", "read write")])
+def test_a_self_registered_client_may_ask_for_every_scope_whatever_it_names(client, scope, registered):
+    """The MCP SDKs register with the first challenge's scope, then step up: the registered scope is a ceiling."""
     body = client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"], "scope": scope}).json
     assert body["scope"] == registered
 

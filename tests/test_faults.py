@@ -25,7 +25,8 @@ import pytest
 import redis
 
 from actions import PASSWORD
-from live import Browser, add_user, free_port, hidden_inputs, keyfob_serving, redeem, register, serving, stop
+from live import (KEYFOB, Browser, add_user, free_port, hidden_inputs, keyfob_env, keyfob_serving, redeem, register,
+                  serving, stop, wait_until_answering)
 
 POSTGRESQL_BIN = Path("/usr/lib/postgresql/15/bin")
 ISSUER = "http://keyfob.test"  # not loopback, so approving keeps the session and each client signs in once
@@ -447,3 +448,27 @@ def test_machine_endpoints_answer_within_seconds_when_the_limiters_redis_hangs(t
             pytest.fail("POST /oauth/clients got no answer within 5 s while Redis hung: the limiter's Redis "
                         "client has no socket timeout")
         assert answer.status_code == 201
+
+
+def test_a_command_and_a_second_server_wait_out_another_processs_write_lock(tmp_path):
+    """SQLite applies its busy timeout when a transaction begins IMMEDIATE, not when a read transaction turns into
+    a write: every transaction that writes begins IMMEDIATE, so a command or a server starting while another
+    process writes waits (up to 10 s) instead of failing at once with "database is locked"."""
+    add_user(tmp_path)
+    env, port, log = keyfob_env(tmp_path), free_port(), tmp_path / "second.log"
+    with write_lock(tmp_path / "keyfob.db"), open(log, "w") as output:
+        started = time.monotonic()
+        adding = subprocess.Popen([KEYFOB, "user", "add", "bob"], env=env, stdin=subprocess.PIPE, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        adding.stdin.write("password1\npassword1\n")
+        adding.stdin.close()
+        serving_too = subprocess.Popen([KEYFOB, "serve", "--port", str(port)], env=env, stdout=output,
+                                       stderr=subprocess.STDOUT)
+        time.sleep(2)
+        assert adding.poll() is None and serving_too.poll() is None  # both still waiting on the lock
+    try:
+        assert adding.wait(timeout=15) == 0, adding.stderr.read()
+        wait_until_answering(serving_too, f"http://127.0.0.1:{port}/.well-known/oauth-authorization-server", log)
+    finally:
+        stop(serving_too)
+    assert time.monotonic() - started >= 2

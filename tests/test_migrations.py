@@ -58,6 +58,7 @@ def test_db_upgrade_keeps_every_row_of_a_first_release_database_and_its_token_st
     try:
         client = Client.find_by("client_id", "c1")
         assert (client.name, client.token_endpoint_auth_method, client.owner_id) == ("Old App", "none", None)
+        assert client.scope == "read write"  # registered scope was never enforced: it keeps asking what it could
         assert [user.username for user in User.select()] == ["alice"]
         assert [code.jti for code in RedeemedCode.select()] == ["j1"]
         me = app.test_client().get("/api/me", headers={"Authorization": f"Bearer {TOKEN}"})
