@@ -11,6 +11,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Flask, g, render_template, request
+from markupsafe import Markup
 from flask.sessions import SecureCookieSessionInterface
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFError
@@ -231,7 +232,8 @@ def serve_pages_and_endpoints(app):
         app.register_blueprint(module.bp)
         if module.bp.name in MACHINE_ENDPOINTS:
             machine_endpoint(module.bp)
-    app.jinja_env.filters.update(when=when, scope_words=scope_words)
+    app.jinja_env.filters.update(when=lambda at: Markup('<span class="when">%s</span>') % when(at),
+                                 scope_words=scope_words)
     app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)

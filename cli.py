@@ -1,5 +1,6 @@
 """The `keyfob` command: each subcommand a thin shell over create_app() and a model method."""
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -50,8 +51,9 @@ def serve(host, port, threads):
     try:
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident="keyfob")
     except OSError as error:
-        raise click.ClickException(f"Keyfob cannot listen on {authority}:{port}: {error.strerror}"
-                                   " (another program may use the port: choose another with --port)") from None
+        hint = (" (another program uses the port: choose another with --port)" if error.errno == errno.EADDRINUSE
+                else " (this computer has no such address: choose another with --host)")
+        raise click.ClickException(f"Keyfob cannot listen on {authority}:{port}: {error.strerror}{hint}") from None
     with db.connection_context():
         users = User.select().count()
     click.echo(f"Keyfob is serving {app.config['ISSUER']} (database: {masked_url(app.config['DATABASE_URL'])})")
@@ -93,6 +95,9 @@ def user():
 @click.argument("name")
 def add_user(name):
     """Add a user; asks for the password twice (or reads two lines from standard input)."""
+    with command_database():
+        if User.named(name):
+            raise click.ClickException(f"A user named {name!r} already exists")
     password = new_password()
     with command_database():
         User.register(name, password)
@@ -358,10 +363,13 @@ def new_password(prompt="Password"):
     if sys.stdin.isatty():
         return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
     try:
-        lines = sys.stdin.read().split("\n") + ["", ""]
+        lines = sys.stdin.read().removesuffix("\n").split("\n")
         lines[0].encode()
     except UnicodeError:  # undecodable, or (in the C locale) a byte Python escaped as a surrogate
         raise click.ClickException("The password is not UTF-8 text") from None
+    if len(lines) == 1 and lines[0]:
+        raise click.ClickException("Give the password twice, on two lines")
+    lines += ["", ""]
     if lines[0] != lines[1]:
         raise click.ClickException("The two passwords do not match")
     return lines[0]

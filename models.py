@@ -764,10 +764,12 @@ class AccessToken(BaseModel):
         """Revoke the tokens the user granted the client (one connection's, with token_id), in one statement;
         how many there were."""
         condition = (cls.user == user) & (cls.oauth_client == client)
+        one = cls.get_or_none(condition & (cls.id == token_id)) if token_id else None
         with writing():
             revoked = cls.delete().where(condition & (cls.id == token_id if token_id else True)).execute()
             if revoked:
-                AuditEvent.record("app.disconnected", user, client, revoked=revoked)
+                AuditEvent.record("app.disconnected", user, client, revoked=revoked,
+                                  token=one.display_prefix if one else None)
         return revoked
 
     @classmethod

@@ -35,6 +35,7 @@ def new():
     return render_template("authorizations/new.html", client=g.client, grant=grant, state=g.get("state"),
                            redirect=urlsplit(g.redirect_uri), redirect_app=app_scheme(g.redirect_uri),
                            redirect_is_local=loopback_parts(g.redirect_uri) is not None,
+                           signs_out=urlsplit(issuer()).hostname in LOOPBACK_HOSTS,
                            resource_name=resources()[grant["resource"]],
                            scope_words=[SCOPES[word] for word in grant["scope"].split(" ")])
 
@@ -82,7 +83,7 @@ def find_client(params):
         return client_for(client_id)
     client = Client.find_by("client_id", client_id) if is_parameter(client_id) else None
     if client is None:
-        raise OAuthError("invalid_request", "Unknown client")
+        raise OAuthError("invalid_request", "Unknown client" if client_id else "Missing parameter: client_id")
     return client
 
 

@@ -30,8 +30,8 @@ def confirm_destroy(client_id):
     """Ask before disconnecting an app."""
     app = find_connected_app(client_id)
     connections = f"its {len(app.tokens)} connections" if len(app.tokens) > 1 else "its connection"
-    return confirmation(f"Disconnect {app.client.name}?", [
-        f"{app.client.name} loses {connections} at once: its next request is refused, and it can no longer "
+    return confirmation(f"Disconnect {named(app)}?", [
+        f"{named(app)} loses {connections} at once: its next request is refused, and it can no longer "
         f"{lost(app.scope)}.", "To use it again you will have to approve it again."],
         url_for(".destroy", client_id=client_id), "Disconnect", url_for(".show", client_id=client_id))
 
@@ -42,7 +42,7 @@ def destroy(client_id):
     """Disconnect an app: revoke every token the user granted it."""
     app = find_connected_app(client_id)
     AccessToken.disconnect(current_user(), app.client)
-    flash(f"{app.client.name} is disconnected: its access is revoked.", "notice")
+    flash(f"{named(app)} is disconnected: its access is revoked.", "notice")
     return redirect(url_for(".index"))
 
 
@@ -51,9 +51,9 @@ def destroy(client_id):
 def confirm_destroy_token(client_id, token_id):
     """Ask before disconnecting one connection of an app."""
     app, token = find_connection(client_id, token_id)
-    return confirmation(f"Disconnect this connection of {app.client.name}?", [
-        f"The token {app.client.name} received on {when(token.created_at)} is revoked at once: whatever uses it can "
-        f"no longer {lost(token.scope)}.", what_stays(app)],
+    return confirmation(f"Disconnect this connection of {named(app)}?", [
+        f"The token {token.display_prefix}…, which {app.client.name} received on {when(token.created_at)}, is revoked "
+        f"at once: whatever uses it can no longer {lost(token.scope)}.", what_stays(app)],
         url_for(".destroy_token", client_id=client_id, token_id=token_id), "Disconnect this one",
         url_for(".show", client_id=client_id))
 
@@ -64,7 +64,7 @@ def destroy_token(client_id, token_id):
     """Disconnect one connection: revoke its token."""
     app, token = find_connection(client_id, token_id)
     AccessToken.disconnect(current_user(), app.client, token.id)
-    flash(f"One connection of {app.client.name} is disconnected.", "notice")
+    flash(f"One connection of {named(app)}, {token.display_prefix}…, is disconnected.", "notice")
     return redirect(url_for(".show", client_id=client_id) if len(app.tokens) > 1 else url_for(".index"))
 
 
@@ -76,6 +76,11 @@ def find_connected_app(client_id):
 def find_connection(client_id, token_id):
     app = find_connected_app(client_id)
     return app, next((token for token in app.tokens if token.id == token_id), None) or abort(404)
+
+
+def named(app):
+    """The app's name, with the start of its client ID when another connected app has the same name."""
+    return f"{app.client.name} ({app.suffix})" if app.suffix else app.client.name
 
 
 def what_stays(app):

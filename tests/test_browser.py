@@ -318,15 +318,16 @@ def test_a_native_apps_scheme_and_its_warning_fit_the_consent_page_on_a_wide_and
         context.close()
 
 
-SPLIT_WORDS = """() => {
-  // Words of 20 letters or fewer that the layout broke across two lines, in tables and headings; URIs and IDs
-  // (.uri, code) may wrap anywhere.
+SPLIT_WORDS = r"""() => {
+  // Words (between spaces) of 20 characters or fewer that the layout broke across two lines, in tables, headings
+  // and buttons; URIs and IDs (.uri, code) may wrap anywhere.
   const split = [];
   for (const cell of document.querySelectorAll("td, th, h1, h2, dd, .facts dt, nav a, button, a.button")) {
     const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
       if (node.parentElement.closest(".uri, code")) continue;
-      for (const match of node.textContent.matchAll(/[A-Za-z]{2,20}/g)) {
+      for (const match of node.textContent.matchAll(/\S{2,}/g)) {
+        if (match[0].length > 20) continue;  // a longer word (a self-chosen name, say) may wrap anywhere
         const range = document.createRange();
         range.setStart(node, match.index);
         range.setEnd(node, match.index + match[0].length);
@@ -367,8 +368,9 @@ def test_every_page_keeps_words_whole_and_every_destructive_button_asks_first(se
                                    "redirect_uris": "https://reports.example.com/oauth/callback/with/a/long/path"})
         lee.post("/my/access_tokens", data={**form, "description": "Nightly backup of the shared calendar",
                                             "scope": "read write"})
-    client_id = register(server, "http://127.0.0.1:41234/oauth/callback", local_address="127.0.0.4",
-                         client_name="mcp-client-flow-harness").json()["client_id"]
+    client_id = register(server, "http://127.0.0.1:41234/oauth/callback", local_address="127.0.0.4",  # a name of
+                         client_name="Supercalifragilisticexpialidocious_MCP_Connector_Extraordinaire"  # its own
+                         ).json()["client_id"]
     with Browser(server, "127.0.0.4") as lee:
         code, verifier = lee.authorize(client_id, "http://127.0.0.1:41234/oauth/callback", username="lee",
                                        scope="read write")
@@ -396,6 +398,7 @@ def test_every_page_keeps_words_whole_and_every_destructive_button_asks_first(se
         page.goto(server + path)
         page.locator("a", has_text=label).first.click()
         assert page.locator("h1").inner_text().endswith("?"), (path, label)
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], (path, label)
         assert page.get_by_role("link", name="Cancel").is_visible() and page.get_by_role("button").last.is_visible()
         if path == app_path:
             screenshot(page, f"first-hour-confirm-{'phone' if phone else 'desktop'}")

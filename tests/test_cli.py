@@ -173,7 +173,7 @@ TOO_LONG = "é" * 512 + "a"  # 1,025 bytes
 
 @pytest.mark.parametrize("name, typed, message", [
     ("alice", "", "The password must not be empty"), ("alice", "\n\n", "The password must not be empty"),
-    ("alice", "pw\nwp\n", "The two passwords do not match"), ("alice", "pw\n", "The two passwords do not match"),
+    ("alice", "pw\nwp\n", "The two passwords do not match"), ("alice", "pw\n", "Give the password twice, on two lines"),
     ("alice", "short\nshort\n", "at least 8 characters"), ("alice", f"{TOO_LONG}\n{TOO_LONG}\n", "at most 1,024 bytes"),
     ("no spaces", "pw\npw\n", "A username is 1 to 150 letters")])
 def test_user_add_refuses_bad_input_with_a_clear_message(env, instance_app, name, typed, message):
@@ -197,7 +197,7 @@ def test_user_password_sets_a_password_the_user_signs_in_with_and_ends_the_old_o
 
 @pytest.mark.parametrize("name, typed, sentence", [
     ("alice", "password2\npassword3\n", "The two passwords do not match"),
-    ("alice", "password2\n", "The two passwords do not match"),
+    ("alice", "password2\n", "Give the password twice, on two lines"),
     ("alice", "short\nshort\n", "The password must have at least 8 characters"),
     ("alice", f"{TOO_LONG}\n{TOO_LONG}\n", "The password must be at most 1,024 bytes long"),
     ("alice", "pass\0word2\npass\0word2\n", "The password must not be empty or contain NUL characters"),
@@ -593,3 +593,16 @@ def test_a_port_in_use_is_one_sentence_not_a_traceback(env):
                                 timeout=30)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "is serving" not in result.stdout
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+
+
+def test_an_address_this_computer_does_not_have_is_named_as_such(env):
+    result = subprocess.run([KEYFOB, "serve", "--host", "192.0.2.1", "--port", str(free_port())], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "choose another with --host" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_user_add_says_a_name_is_taken_before_asking_for_a_password(env, instance_app):
+    assert keyfob(env, "user", "add", "alice", typed="password1\npassword1\n").returncode == 0
+    again = keyfob(env, "user", "add", "alice")  # nothing typed: it must not get as far as reading a password
+    assert again.returncode == 1 and "A user named 'alice' already exists" in again.stderr
+
