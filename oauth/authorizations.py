@@ -80,7 +80,7 @@ def authorization_request():
 def find_client(params):
     client_id = params.get("client_id")
     if is_parameter(client_id) and is_document_url(client_id):
-        return client_for(client_id)
+        return client_for(client_id, current_user().id)  # asked only once a user is signed in
     client = Client.find_by("client_id", client_id) if is_parameter(client_id) else None
     if client is None:
         raise OAuthError("invalid_request", "Unknown client" if client_id else "Missing parameter: client_id")

@@ -1,5 +1,6 @@
 """An https GET that server-side request forgery cannot steer: https only, public addresses only (the address
-checked is the one connected to), a certificate valid for the host, short timeouts, a few KB, no redirects."""
+checked is the one connected to), a certificate valid for the host, short timeouts, a few KB, no redirects;
+a few at a time."""
 import http.client
 import ipaddress
 import re
@@ -7,6 +8,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 
 from flask import current_app
 
@@ -18,12 +20,56 @@ CACHE_SECONDS, MIN_CACHE_SECONDS, MAX_CACHE_SECONDS = 300, 60, 24 * 3600
 MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d{1,10})\s*(?:,|$)")
 GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")  # outside it: mapped, compatible, translated, NAT64, site-local
 MAX_ADDRESSES_TRIED = 2
+MOMENTARY_STATUSES = (408, 429)  # with 5xx: the server may answer otherwise in a moment
 
 
-def fetch(parts, deadline):
+class NotNow(Refused):
+    """A refusal that may not hold a moment later (busy, no answer in time, a failed lookup or connection, a
+    server error): never remembered."""
+
+
+class Slots:
+    """Fetches under way: at most `total` in the process, and `each` for any one holder."""
+
+    def __init__(self, total, each):
+        self.total, self.each, self.held, self.lock = total, each, Counter(), threading.Lock()
+
+    def take(self, holder):
+        """A slot for holder, or None when every slot, or holder's share of them, is in use."""
+        with self.lock:
+            if self.held.total() >= self.total or self.held[holder] >= self.each:
+                return None
+            self.held[holder] += 1
+        return Slot(lambda: self.give_back(holder))
+
+    def give_back(self, holder):
+        with self.lock:
+            self.held -= Counter({holder: 1})
+
+
+class Slot:
+    """One of the Slots, held by each thread of a fetch and free again once the last has let go: a name lookup
+    cannot be cut off, so one that outlives the deadline still counts until it returns."""
+
+    def __init__(self, give_back):
+        self.give_back, self.threads, self.lock = give_back, 1, threading.Lock()
+
+    def share(self):
+        with self.lock:
+            self.threads += 1
+
+    def let_go(self):
+        with self.lock:
+            self.threads -= 1
+            last = self.threads == 0
+        if last:
+            self.give_back()
+
+
+def fetch(parts, deadline, slot, resolver=socket.getaddrinfo):
     """The body and max-age of a 200 answer to GET, from a public address, within the size cap, before the
-    deadline, which covers resolving, connecting and reading; else Refused."""
-    addresses = public_addresses(parts.hostname, parts.port, deadline)
+    deadline, which covers resolving, connecting and reading; else Refused, or NotNow for what may pass."""
+    addresses = public_addresses(parts.hostname, parts.port, deadline, slot, resolver)
     connection = PinnedConnection(parts.hostname, parts.port or 443, addresses[:MAX_ADDRESSES_TRIED], tls_context(),
                                   deadline)
     cutter = threading.Timer(max(deadline - time.monotonic(), 0), connection.cut)  # a trickling server hits this
@@ -32,11 +78,13 @@ def fetch(parts, deadline):
         connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
                            headers={"Accept": "application/json", "User-Agent": "Keyfob"})
         response = connection.getresponse()
+        if response.status >= 500 or response.status in MOMENTARY_STATUSES:
+            raise NotNow(f"fetching it answered {response.status}")
         if response.status != 200:
             raise Refused(f"fetching it answered {response.status} (redirects are not followed)")
         body = response.read(MAX_BYTES + 1)
         if connection.was_cut:
-            raise Refused("it did not arrive in time")
+            raise NotNow("it did not arrive in time")
         if len(body) > MAX_BYTES:
             raise Refused(f"it is larger than {MAX_BYTES} bytes")
         return body, max_age(response.headers.get("Cache-Control", ""))
@@ -45,7 +93,7 @@ def fetch(parts, deadline):
     except (OSError, ValueError, http.client.HTTPException) as error:
         reason = "it did not arrive in time" if connection.was_cut or isinstance(error, TimeoutError) else \
             f"fetching it failed ({type(error).__name__})"
-        raise Refused(reason) from None
+        raise NotNow(reason) from None
     finally:
         cutter.cancel()
         connection.close()
@@ -60,25 +108,28 @@ def max_age(cache_control):
     return min(max(seconds, MIN_CACHE_SECONDS), MAX_CACHE_SECONDS)
 
 
-def public_addresses(host, port, deadline):
+def public_addresses(host, port, deadline, slot, resolver):
     """The host's addresses, resolved before the deadline, provided every one of them is public. One reason
-    for every failure, so the page does not tell which internal names resolve."""
+    for every failure, never remembered, so neither the page nor the cache tells which internal names resolve."""
     answer = []
-    lookup = threading.Thread(target=resolve, args=(host, port or 443, answer), daemon=True)
+    lookup = threading.Thread(target=resolve, args=(resolver, host, port or 443, answer, slot), daemon=True)
+    slot.share()
     lookup.start()
     lookup.join(max(deadline - time.monotonic(), 0))
     addresses = answer[0] if answer else []
     allowed = testing_addresses()
     if not addresses or not all(address in allowed or is_public(address) for address in addresses):
-        raise Refused("its host does not resolve to public addresses only")
+        raise NotNow("its host does not resolve to public addresses only")
     return addresses
 
 
-def resolve(host, port, answer):
+def resolve(resolver, host, port, answer, slot):
     try:
-        answer.append([info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)])
+        answer.append([info[4][0] for info in resolver(host, port, type=socket.SOCK_STREAM)])
     except (OSError, UnicodeError):
         answer.append([])
+    finally:
+        slot.let_go()
 
 
 def testing_setting(name):

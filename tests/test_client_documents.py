@@ -1,6 +1,7 @@
 """Client ID Metadata Documents, served by a real HTTPS server on this machine with a test certificate
 authority: Keyfob trusts that authority and that address only through its test-only settings."""
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -207,15 +208,17 @@ def test_the_fetch_limit_reads_the_client_id_where_the_view_reads_it(app, publis
         assert names_document()
 
 
-def test_fetches_beyond_the_concurrent_cap_are_refused_at_once(client, signed_in, publish, pkce):
+def test_fetches_beyond_the_concurrent_cap_are_refused_at_once_and_not_remembered(client, signed_in, publish, pkce):
     import oauth.client_documents as documents
-    held = [documents.fetching.acquire(blocking=False) for _ in range(documents.MAX_FETCHING)]
+    held = [documents.fetching.take(f"someone {n // 2}") for n in range(documents.MAX_FETCHING)]
+    url = publish()
     try:
-        page = client.get("/oauth/authorization/new", query_string=params(publish(), pkce))
-        assert page.status_code == 400 and "too many documents" in page.get_data(as_text=True)
+        page = client.get("/oauth/authorization/new", query_string=params(url, pkce))
+        assert page.status_code == 400 and "try again in a moment" in page.get_data(as_text=True)
     finally:
-        for _ in filter(None, held):
-            documents.fetching.release()
+        for slot in filter(None, held):
+            slot.let_go()
+    assert client.get("/oauth/authorization/new", query_string=params(url, pkce)).status_code == 200
 
 
 def test_a_document_client_is_disconnected_through_the_page(client, actions, signed_in, publish):
@@ -241,3 +244,46 @@ def test_a_document_that_also_lists_grants_and_methods_keyfob_does_not_use_is_se
     described = Client.find_by("client_id", url)
     assert described.kind == Client.DOCUMENT and not described.is_confidential
 
+
+
+def test_one_user_fetches_at_most_two_documents_at_once_and_others_fetch_beside_them(app, publish, pkce, user,
+                                                                                     other_user):
+    alice, mallory = browser(app, user.username), browser(app, other_user.username)
+    slow = [publish(delay=5, name=f"slow-{n}-{time.monotonic_ns()}") for n in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        holding = [pool.submit(browser(app, user.username).client.get, "/oauth/authorization/new",
+                               query_string=params(url, pkce)) for url in slow]
+        wait_for(lambda: all(hits(url) for url in slow))
+        third = alice.client.get("/oauth/authorization/new", query_string=params(publish(), pkce))
+        assert third.status_code == 400 and "try again in a moment" in third.get_data(as_text=True)
+        assert mallory.client.get("/oauth/authorization/new", query_string=params(publish(), pkce)).status_code == 200
+        timed_out = [future.result() for future in holding]
+    assert all(page.status_code == 400 and "did not arrive in time" in page.get_data(as_text=True)
+               for page in timed_out)
+
+    publish(name=slow[0].rsplit("/", 1)[1].removesuffix(".json"))  # the same document, answering at once now
+    assert mallory.client.get("/oauth/authorization/new", query_string=params(slow[0], pkce)).status_code == 200
+    assert alice.client.get("/oauth/authorization/new", query_string=params(slow[0], pkce)).status_code == 200
+
+
+def test_a_definite_refusal_is_remembered_and_a_server_error_is_not(client, signed_in, publish, pkce):
+    missing, failing = publish(status=404, body=b""), publish(status=503, body=b"")
+    for url in (missing, failing):
+        for _ in range(2):
+            page = client.get("/oauth/authorization/new", query_string=params(url, pkce))
+            assert page.status_code == 400 and "answered" in page.get_data(as_text=True)
+    assert (hits(missing), hits(failing)) == (1, 2)
+
+
+def browser(app, username):
+    """Another browser, signed in as username."""
+    signed = Actions(app.test_client())
+    assert signed.sign_in(username).status_code == 302
+    return signed
+
+
+def wait_for(condition, seconds=3):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
