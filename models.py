@@ -1003,7 +1003,11 @@ class AuthorizationCode:
     TTL = 60
     CLOCK_SKEW = 5
     PURPOSE = b"keyfob/authorization codes"
-    SEALED = re.compile(r"[A-Za-z0-9_-]{40,2048}")
+    # The longest code: a 1,024-character document URL for client_id, a 518-character redirect URI (512 and a
+    # loopback port) and a 2,048-character resource, every character of them one that JSON escapes, seals to
+    # 9,884 characters (tests/test_models.py). The token endpoint takes a code up to this length.
+    MAX_LENGTH = 10 * 1024
+    SEALED = re.compile(rf"[A-Za-z0-9_-]{{40,{MAX_LENGTH}}}")
 
     def seal(self):
         nonce = os.urandom(12)

@@ -118,10 +118,9 @@ def read_params():
     return {name: values[0] if len(values) == 1 else values for name, values in source.lists()}
 
 
-def is_parameter(value):
+def is_parameter(value, longest=MAX_PARAMETER_LENGTH):
     """A single, non-empty value of printable ASCII within the length cap (RFC 6749 Appendix A)."""
-    return (isinstance(value, str) and 0 < len(value) <= MAX_PARAMETER_LENGTH
-            and value.isascii() and value.isprintable())
+    return isinstance(value, str) and 0 < len(value) <= longest and value.isascii() and value.isprintable()
 
 
 def optional_param(params, name):
@@ -133,9 +132,11 @@ def optional_param(params, name):
     return value
 
 
-def require_params(params, *names):
-    """The named parameters, each a single string, or invalid_request naming every one that is not."""
-    bad = [name for name in names if not is_parameter(params.get(name))]
+def require_params(params, *names, longest=None):
+    """The named parameters, each a single string, or invalid_request naming every one that is not; longest
+    gives a name a length cap of its own."""
+    caps = longest or {}
+    bad = [name for name in names if not is_parameter(params.get(name), caps.get(name, MAX_PARAMETER_LENGTH))]
     if bad:
         raise OAuthError("invalid_request", f"Missing or malformed parameter: {', '.join(bad)}")
     return [params[name] for name in names]

@@ -19,7 +19,8 @@ def create():
     params = request_params()
     require_grant_type(params)
     client = authenticate_client(params)
-    sealed, verifier, redirect_uri = require_params(params, "code", "code_verifier", "redirect_uri")
+    sealed, verifier, redirect_uri = require_params(params, "code", "code_verifier", "redirect_uri",
+                                                    longest={"code": AuthorizationCode.MAX_LENGTH})
     code = find_authorization_code(sealed, client)
     require_pkce_verifier(code, verifier)
     if redirect_uri != code.redirect_uri:

@@ -5,14 +5,14 @@ from urllib.parse import urlencode
 import pytest
 
 from actions import ISSUER, PASSWORD, REDIRECT_URI
-from models import AccessToken, Client, User
+from models import AccessToken, AuthorizationCode, Client, User
 
 DROP = object()
 BAD_UTF8 = b"\xed\xa0\x80"  # U+D800 as a careless sender encodes it; Werkzeug keeps it as "%ED%A0%80"
 
 
 def repeated(value): return [value, value]
-def oversized(value): return value + "a" * 5000
+def oversized(value): return value + "a" * (AuthorizationCode.MAX_LENGTH + 1)  # past every cap, a code's too
 def with_nul(value): return value + "\x00"
 def with_controls(value): return value + "\x1b[2J\x7f"
 def with_emoji(value): return value + "\U0001f600"

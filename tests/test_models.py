@@ -8,6 +8,8 @@ from peewee import IntegrityError
 
 from models import (DAY, AccessToken, AuthorizationCode, Client, RedeemedCode, RedirectTrust, Refused, User,
                     canonical_scope, db, digest, driver_errors, now, s256, stored_row)
+from oauth import MAX_PARAMETER_LENGTH
+from oauth.client_documents import MAX_URL_LENGTH
 
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
@@ -108,8 +110,22 @@ def test_code_refuses_tampering_truncation_and_garbage(app):
     with app.app_context():
         sealed = make_code().seal()
         flipped = sealed[:50] + ("A" if sealed[50] != "A" else "B") + sealed[51:]
-        for bad in (flipped, sealed[:-1], sealed + "A", sealed + "!", "", "garbage", "é" * 60, None, 42, "A" * 5000):
+        for bad in (flipped, sealed[:-1], sealed + "A", sealed + "!", "", "garbage", "é" * 60, None, 42, "A" * 5000,
+                    "A" * (AuthorizationCode.MAX_LENGTH + 4)):
             assert AuthorizationCode.unseal(bad) is None
+
+
+def test_the_longest_code_fits_the_cap_the_token_endpoint_takes(app):
+    """Every field at its cap, and every character of the URLs one that JSON escapes (a quote doubles)."""
+    document_url = "https://a/" + '"' * (MAX_URL_LENGTH - len("https://a/"))
+    redirect_uri = "http://127.0.0.1:65535/" + '"' * (Client.MAX_REDIRECT_URI_LENGTH - len("http://127.0.0.1/"))
+    resource = "https://a/" + '"' * (MAX_PARAMETER_LENGTH - len("https://a/"))
+    longest = make_code(client_id=document_url, user_id=2 ** 63 - 1, redirect_uri=redirect_uri, scope="read write",
+                        resource=resource, user_check="f" * 16, issued_at=9_999_999_999)
+    with app.app_context():
+        sealed = longest.seal()
+        assert AuthorizationCode.unseal(sealed, at=9_999_999_999) == longest
+    assert 9_000 < len(sealed) <= AuthorizationCode.MAX_LENGTH
 
 
 def test_code_sealed_under_another_secret_key_is_refused(app, config, tmp_path):
