@@ -64,6 +64,8 @@ def load_settings(app, config):
     app.config["IDLE_TOKEN_DAYS"] = idle_token_days(app.config.get("IDLE_TOKEN_DAYS"))
     app.config["REDIRECT_TRUST"] = RedirectTrust.parse(*map(app.config.get, TRUST_SETTINGS))
     app.config["SESSION_COOKIE_SECURE"] = (app.config["ISSUER"] or "").startswith("https://")
+    if app.config["SESSION_COOKIE_SECURE"]:  # browsers then take the cookie only over https, for this host alone
+        app.config["SESSION_COOKIE_NAME"] = "__Host-keyfob_session"
 
 
 def parse_resources(setting):

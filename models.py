@@ -271,7 +271,7 @@ class User(BaseModel):
 
     def change_password(self, password, current=None, by=None):
         """Set a new password, checked as at registration; with current, only if that is the password now. Every
-        session made with the old one ends: a session carries a check of the password digest (session_check)."""
+        session of the user's ends with the old password."""
         if current is not None and not (usable_password(current)
                                         and check_password_hash(self.password_digest, current)):
             raise Refused("The current password is not right")
@@ -279,7 +279,8 @@ class User(BaseModel):
         self.password_digest = generate_password_hash(password)
         with writing():
             self.save(only=[User.password_digest])
-            AuditEvent.record("password.changed", self, by=by)
+            sessions = Session.end_all(self)
+            AuditEvent.record("password.changed", self, sessions=sessions, by=by)
 
     def remove(self, by=None):
         """Delete the user, the apps they registered (with every token issued to those) and every token
@@ -289,6 +290,7 @@ class User(BaseModel):
             for app in apps:
                 app.remove(by=by)
             tokens = AccessToken.delete().where(AccessToken.user == self).execute()
+            Session.end_all(self)
             self.delete_instance()
             AuditEvent.record("user.removed", self, tokens=tokens, by=by)
         return [app.name for app in apps]
@@ -874,6 +876,75 @@ class RedeemedCode(BaseModel):
         db.execute_sql(f"INSERT INTO redeemed_codes (jti, redeemed_at) VALUES ({db.param}, {db.param})", (jti, at))
 
 
+# ---- Session ---------------------------------------------------------------------------------------------------
+
+class Session(BaseModel):
+    """A signed-in browser. Its cookie holds a random token and this row the token's digest, so signing out, a
+    password change or removing the user ends the session here, and a copied cookie ends with it."""
+    user = ForeignKeyField(User, backref="sessions", on_delete="CASCADE")
+    token_digest = CharField(max_length=64, unique=True)
+    signed_in_at = BigIntegerField(default=now, index=True)
+    confirmed_at = BigIntegerField(default=now)  # the password last given: at sign-in, or to confirm an action
+
+    LIFETIME = 12 * 60 * 60  # from signing in, however often the browser comes back
+    RECENT = 10 * 60  # what outlives a session may be made without the password again (GitHub's "sudo mode")
+
+    class Meta:
+        table_name = "sessions"
+
+    @classmethod
+    def start(cls, user):
+        """A new session for user; the token for the cookie (only its digest is stored)."""
+        token = secrets.token_urlsafe(32)
+        with writing():
+            cls.create(user=user, token_digest=digest(token))
+        return token
+
+    @classmethod
+    def find(cls, token, at=None):
+        """The live session this cookie token names, with its user, else None. Fixed SQL: every page asks."""
+        if not isinstance(token, str) or len(token) != 43:
+            return None
+        cursor = db.execute_sql(
+            "SELECT sessions.id, sessions.signed_in_at, sessions.confirmed_at, users.* FROM sessions"
+            f" JOIN users ON users.id = sessions.user_id WHERE sessions.token_digest = {db.param}"
+            f" AND sessions.signed_in_at > {db.param}", (digest(token), (at or now()) - cls.LIFETIME))
+        rows = cursor.fetchall()
+        if not rows:
+            return None
+        (session_id, signed_in_at, confirmed_at, *user_values), columns = rows[0], cursor.description[3:]
+        fields = [User._meta.columns[column[0]] for column in columns]
+        user = stored_row(User, {field.name: field.python_value(value) for field, value in zip(fields, user_values)})
+        return stored_row(cls, {"id": session_id, "user": user, "signed_in_at": signed_in_at,
+                                "confirmed_at": confirmed_at})
+
+    def end(self):
+        Session.delete().where(Session.id == self.id).execute()
+
+    @classmethod
+    def end_all(cls, user):
+        """End every session of the user's; how many there were."""
+        return cls.delete().where(cls.user == user.id).execute()
+
+    def is_recent(self, at=None):
+        """Whether the password was given within RECENT seconds."""
+        return 0 <= (at or now()) - self.confirmed_at < self.RECENT
+
+    def confirm(self, password):
+        """Whether password is the user's; if it is, the session counts as recent again."""
+        if User.authenticate(self.user.username, password) is None:
+            return False
+        self.confirmed_at = now()
+        with writing():
+            self.save(only=[Session.confirmed_at])
+        return True
+
+    @classmethod
+    def sweep(cls, at=None):
+        """Forget the sessions past their lifetime; how many."""
+        return cls.delete().where(cls.signed_in_at <= (at or now()) - cls.LIFETIME).execute()
+
+
 # ---- AuditEvent ------------------------------------------------------------------------------------------------
 
 class AuditEvent(BaseModel):
@@ -1067,4 +1138,5 @@ def sweep(idle_token_days, at=None):
     is in flight) and the tokens idle for idle_token_days (0: none); the clients' (client_id, name) and the
     number of tokens. Each is one DELETE that checks its own conditions, so processes sweeping one database
     at once do no harm."""
+    Session.sweep(at)
     return Client.sweep(at), AccessToken.sweep_idle(idle_token_days, at)

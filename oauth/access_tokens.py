@@ -3,7 +3,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from models import GRANTS, AccessToken, printable_name
 from oauth import forbid_caching
-from oauth.authentication import current_user, login_required
+from oauth.authentication import current_user, login_required, password_guesses, password_refusal
 from oauth.pages import confirmation
 
 bp = Blueprint("access_tokens", __name__)
@@ -20,14 +20,17 @@ def index():
 
 @bp.post("/my/access_tokens")
 @login_required
+@password_guesses
 def create():
-    """Mint a personal token and show it, this once."""
+    """Mint a personal token and show it, this once (a token outlives the session: the password again, if the
+    user signed in more than 10 minutes ago)."""
     description, scope = printable_name(request.form.get("description", "")), request.form.get("scope")
     error = ("Describe what the token is for (at most 255 characters)." if not 0 < len(description) <= 255
              else "Choose read, or read and write." if scope not in GRANTS else None)
-    if error:
-        return render_template("access_tokens/index.html", tokens=AccessToken.personal(current_user()),
-                               scopes=GRANTS, description=description[:255], error=error), 422
+    refusal = None if error else password_refusal()
+    if error or refusal:
+        return render_template("access_tokens/index.html", tokens=AccessToken.personal(current_user()), scopes=GRANTS,
+                               description=description[:255], scope=scope, error=error or refusal), 401 if refusal else 422
     token = AccessToken.create_personal(current_user(), scope, description)
     return render_template("access_tokens/created.html", token=token), 201
 

@@ -11,6 +11,7 @@ FOLDED_WITHIN = 60  # seconds between failed sign-ins shown as one line
 WORDS = {"sign_in.failed": "Someone failed to sign in as you",
          "signed_in": "You signed in",
          "signed_out": "You signed out",
+         "signed_out.everywhere": "You signed out everywhere",
          "password.changed": "Your password was changed",
          "consent.granted": "You approved {app} to {scope}",
          "consent.denied": "You denied {app}",

@@ -3,7 +3,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from models import Client, Refused
 from oauth import forbid_caching, redirect_trust
-from oauth.authentication import current_user, login_required
+from oauth.authentication import current_user, login_required, password_guesses, password_refusal
 from oauth.pages import confirmation
 
 bp = Blueprint("apps", __name__)
@@ -22,14 +22,20 @@ def index():
 
 @bp.post("/my/apps")
 @login_required
+@password_guesses
 def create():
-    """Register an app; a confidential one gets a secret, shown this once."""
+    """Register an app; a confidential one gets a secret, shown this once (the password again, if the user
+    signed in more than 10 minutes ago: a secret outlives the session)."""
     name, uris, app_type = submitted_app()
     try:
         Client.validate_app(name, uris, redirect_trust(), app_type=app_type)
     except Refused as refusal:
         return render_template("apps/index.html", apps=Client.owned_by(current_user()), kinds=TYPES,
                                form=request.form, errors=refusal.reasons), 422
+    refusal = password_refusal() if app_type == "confidential" else None
+    if refusal:
+        return render_template("apps/index.html", apps=Client.owned_by(current_user()), kinds=TYPES,
+                               form=request.form, errors=[refusal]), 401
     app = Client.registered_by_user(current_user(), name, uris, confidential=app_type == "confidential")
     if app.is_confidential:
         return render_template("apps/secret.html", app=app, secret=app.secret), 201
@@ -66,19 +72,28 @@ def update(client_id):
 def confirm_regenerate_secret(client_id):
     """Ask before replacing a confidential app's secret."""
     app = find_confidential_app(client_id)
-    return confirmation(f"Generate a new secret for {app.name}?", [
-        f"The secret {app.name} uses now stops working at once: every server holding it is refused until it is "
-        "given the new one.", "The new secret is shown once, on the next page."],
-        url_for(".regenerate_secret", client_id=client_id), "Generate a new secret",
-        url_for(".show", client_id=client_id))
+    return secret_confirmation(app)
 
 
 @bp.post("/my/apps/<client_id>/secret")
 @login_required
+@password_guesses
 def regenerate_secret(client_id):
-    """Replace a confidential app's secret; the old one stops working at once."""
+    """Replace a confidential app's secret; the old one stops working at once (the password again, if the
+    user signed in more than 10 minutes ago)."""
     app = find_confidential_app(client_id)
+    refusal = password_refusal()
+    if refusal:
+        return secret_confirmation(app, refusal)
     return render_template("apps/secret.html", app=app, secret=app.regenerate_secret(), regenerated=True)
+
+
+def secret_confirmation(app, error=None):
+    return confirmation(f"Generate a new secret for {app.name}?", [
+        f"The secret {app.name} uses now stops working at once: every server holding it is refused until it is "
+        "given the new one.", "The new secret is shown once, on the next page."],
+        url_for(".regenerate_secret", client_id=app.client_id), "Generate a new secret",
+        url_for(".show", client_id=app.client_id), password=True, error=error)
 
 
 @bp.get("/my/apps/<client_id>/delete")

@@ -3,31 +3,53 @@ from functools import wraps
 
 from flask import g, redirect, request, session, url_for
 
-from models import AccessToken, User, canonical_scope, now
-from oauth import idle_token_days, issuer, machine_endpoint
+from models import AccessToken, Session, canonical_scope
+from oauth import idle_token_days, issuer, limiter, machine_endpoint
 
 RETURN_TO_MAX_LENGTH = 2048
-SESSION_LIFETIME = 12 * 60 * 60  # from signing in, however often the cookie is written again since
+
+
+def current_session():
+    """The browser's live session (a row: signing out anywhere ends it), else None."""
+    if "signed_in" not in g:
+        g.signed_in = Session.find(session.get("session"))
+    return g.signed_in
 
 
 def current_user():
-    if "user" not in g:
-        user_id = session.get("user_id")
-        signed_in_at = session.get("signed_in_at")
-        fresh = isinstance(signed_in_at, int) and 0 <= now() - signed_in_at < SESSION_LIFETIME
-        user = User.find_by("id", user_id) if isinstance(user_id, int) and fresh else None
-        g.user = user if user and user.session_check == session.get("user_check") else None
-    return g.user
+    return current_session().user if current_session() else None
 
 
 def sign_in(user):
+    """Start a session for user, with a new cookie, ending the browser's previous one (a session fixed before
+    sign-in is not carried over)."""
+    sign_out()
     session.clear()
     session.permanent = True
-    session["user_id"], session["user_check"], session["signed_in_at"] = user.id, user.session_check, now()
+    session["session"] = Session.start(user)
+    g.pop("signed_in", None)
 
 
 def sign_out():
-    session.pop("user_id", None)
+    """End the browser's session, here and in the database."""
+    if current_session():
+        current_session().end()
+    session.pop("session", None)
+    g.signed_in = None
+
+
+def password_refusal():
+    """None if an action that outlives the session may go on: the user gave their password within the last
+    10 minutes, or gives it now in the form's current_password field; else why not, in a sentence."""
+    given = request.form.get("current_password", "")
+    if current_session().is_recent() or current_session().confirm(given):
+        return None
+    return "That password is not right." if given else "Give your password: you signed in more than 10 minutes ago."
+
+
+# Where password_refusal decides, a wrong password answers 401: ten guesses a minute from an address.
+password_guesses = limiter.shared_limit("10/minute", scope="password again",
+                                        deduct_when=lambda response: response.status_code == 401)
 
 
 def require_sign_in():

@@ -141,9 +141,9 @@ def require_resource(params):
 
 
 def redirect_to_client(**params):
-    if urlsplit(issuer()).hostname in LOOPBACK_HOSTS:
+    if request.method == "POST" and urlsplit(issuer()).hostname in LOOPBACK_HOSTS:
         # Cookies do not keep ports apart (RFC 6265 §8.5): served on a loopback host, Keyfob's session cookie
-        # would reach the app listening on the redirect's port, so the sign-in ends with this redirect.
+        # reaches the app listening on the redirect's port, so the sign-in that approved or denied ends here.
         sign_out()
     return redirect(client_answer(**params))
 

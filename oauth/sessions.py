@@ -3,9 +3,10 @@ import time
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 
-from models import AuditEvent, User
+from models import AuditEvent, Session, User, writing
 from oauth import limiter
-from oauth.authentication import current_user, sign_in
+from oauth.authentication import current_session, current_user, login_required, sign_in, sign_out
+from oauth.pages import confirmation
 
 bp = Blueprint("sessions", __name__)
 
@@ -49,8 +50,31 @@ def destroy():
     """Sign out."""
     if current_user():
         AuditEvent.record("signed_out", current_user())
+    sign_out()
     session.clear()
     flash("You are signed out.", "notice")
+    return redirect(url_for("sessions.new"))
+
+
+@bp.get("/my/sessions/end")
+@login_required
+def confirm_end_all():
+    """Ask before signing out everywhere."""
+    return confirmation("Sign out everywhere?", [
+        "Every browser signed in as you is signed out at once, this one too: a copied session cookie stops working.",
+        "Apps you connected keep their access; disconnect them on Connected apps."],
+        url_for(".end_all"), "Sign out everywhere", url_for("activity.index"))
+
+
+@bp.post("/my/sessions/end")
+@login_required
+def end_all():
+    """End every session of the user's, this one included."""
+    with writing():
+        ended = Session.end_all(current_user())
+        AuditEvent.record("signed_out.everywhere", current_user(), sessions=ended)
+    session.clear()
+    flash("You are signed out everywhere.", "notice")
     return redirect(url_for("sessions.new"))
 
 
@@ -60,7 +84,8 @@ def is_local_path(path):
 
 @bp.app_context_processor
 def signed_in_user():
-    return {"current_user": current_user()}
+    return {"current_user": current_user(),
+            "password_is_recent": lambda: current_session() is not None and current_session().is_recent()}
 
 
 @bp.errorhandler(429)

@@ -3,7 +3,8 @@ import base64
 
 import pytest
 
-from models import AccessToken, Client, digest
+from actions import PASSWORD
+from models import AccessToken, Client, Session, digest, now
 
 HTTPS_REDIRECT = "https://app.example.com/oauth/callback"
 
@@ -150,3 +151,40 @@ def test_a_new_secret_is_asked_for_first_and_the_old_one_named_as_lost(client, a
     assert f'href="/my/apps/{app.client_id}/secret"' in show and 'action="/my/apps/' + app.client_id + '/secret"' not in show
     confirm = client.get(f"/my/apps/{app.client_id}/secret")
     assert "stops working at once" in confirm.text and "Generate a new secret" in confirm.text
+
+
+class TestAnOldSignIn:
+    """A secret outlives the session: made more than 10 minutes after the password was last given, it needs
+    the password again. A public app holds no secret and needs nothing."""
+
+    @pytest.fixture(autouse=True)
+    def aged(self, signed_in):
+        self.age()
+
+    def age(self, minutes=11):
+        Session.update(confirmed_at=now() - minutes * 60).execute()
+
+    def test_a_public_app_needs_no_password(self, actions):
+        assert register_app(actions).status_code == 302
+
+    def test_a_confidential_app_needs_the_password_and_keeps_the_form(self, actions):
+        refused = register_app(actions, kind="confidential", name="Billing")
+        assert refused.status_code == 401 and "a confidential app needs your password again" in refused.text
+        assert 'value="Billing"' in refused.text and not Client.select().where(Client.name == "Billing").exists()
+        wrong = register_app(actions, kind="confidential", name="Billing", current_password="nope")
+        assert wrong.status_code == 401 and "That password is not right." in wrong.text
+        assert secret_on(register_app(actions, kind="confidential", name="Billing", current_password=PASSWORD))
+
+    def test_a_new_secret_needs_the_password_on_its_confirmation(self, client, actions):
+        self.age(0)
+        old = secret_on(register_app(actions, kind="confidential"))
+        self.age()
+        app = Client.get(Client.name == "Reports")
+        confirm = client.get(f"/my/apps/{app.client_id}/secret")
+        assert 'name="current_password"' in confirm.text
+        refused = client.post(f"/my/apps/{app.client_id}/secret", data={"csrf_token": actions.csrf_token(confirm)})
+        assert refused.status_code == 401 and "Give your password" in refused.text
+        assert Client.get_by_id(app.id).authenticates(old)
+        new = client.post(f"/my/apps/{app.client_id}/secret", data={"csrf_token": actions.csrf_token(confirm),
+                                                                   "current_password": PASSWORD})
+        assert secret_on(new) != old and not Client.get_by_id(app.id).authenticates(old)

@@ -154,16 +154,25 @@ def test_approval_by_get_is_impossible(client, signed_in, authorize_params):
     assert response.status_code == 405
 
 
-def test_approval_ends_the_sign_in_when_keyfob_is_served_on_a_loopback_host(client, actions, signed_in,
-                                                                            authorize_params):
-    response = actions.approve(authorize_params)
-    assert "code" in actions.query(response) and "keyfob_session=" in response.headers["Set-Cookie"]
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_deciding_ends_the_sign_in_when_keyfob_is_served_on_a_loopback_host(app, client, actions, signed_in,
+                                                                           authorize_params, decision):
+    """The app on the redirect's port receives Keyfob's cookie (cookies do not keep ports apart): the cookie it
+    caught, or one a local page caught earlier, names a session that has ended."""
+    caught = app.test_client()
+    caught.set_cookie("keyfob_session", client.get_cookie("keyfob_session").value)
+    assert caught.get("/").status_code == 200
+    response = actions.approve(authorize_params, decision)
+    assert "keyfob_session=" in response.headers["Set-Cookie"]
     assert client.get("/oauth/authorization/new", query_string=authorize_params).location == "/session/new"
+    assert caught.get("/").location == "/session/new"
 
 
-def test_an_error_redirect_ends_the_sign_in_too_on_a_loopback_host(client, signed_in, authorize_params):
-    client.get("/oauth/authorization/new", query_string={**authorize_params, "scope": "admin"})
-    assert client.get("/").location == "/session/new"
+def test_an_error_redirect_keeps_the_sign_in(client, actions, signed_in, authorize_params):
+    """Only approving or denying ends it: otherwise any page could sign the user out with a bad request."""
+    answer = client.get("/oauth/authorization/new", query_string={**authorize_params, "scope": "admin"})
+    assert actions.query(answer)["error"] == "invalid_scope"
+    assert client.get("/").status_code == 200
 
 
 class TestOnAPublicHost:

@@ -19,8 +19,8 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from actions import ISSUER, PASSWORD, REDIRECT_URI
-from models import (CODE_CHALLENGE, AccessToken, Refused, AuthorizationCode, Client, RedeemedCode, User, canonical_scope,
-                    loopback_parts, now, printable_name, s256, usable_password)
+from models import (CODE_CHALLENGE, AccessToken, Refused, AuthorizationCode, Client, RedeemedCode, Session, User, canonical_scope,
+                    loopback_parts, printable_name, s256, usable_password)
 
 properties = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -285,9 +285,9 @@ def sign_in_state(client, user):
     and the conftest `signed_in` fixture has proved it once. Consent redirects sign out on a loopback issuer."""
     with client.session_transaction() as session:
         if user:
-            session.update(user_id=user.id, user_check=user.session_check, signed_in_at=now())
+            session["session"] = Session.start(user)
         else:
-            session.pop("user_id", None)
+            session.pop("session", None)
 
 
 def csrf_headers(actions, mode):

@@ -2,6 +2,14 @@
 import pytest
 
 from actions import PASSWORD, Actions
+from models import Session, User
+
+
+def copied(app, client):
+    """Another browser holding a copy of client's session cookie: what a program that caught it would have."""
+    other = app.test_client()
+    other.set_cookie("keyfob_session", client.get_cookie("keyfob_session").value)
+    return other
 
 
 def test_sign_in_goes_home_when_nothing_was_waiting(client, actions, user):
@@ -51,7 +59,8 @@ def test_sign_in_works_over_https_where_the_referer_is_checked(config, tmp_path,
                             data={"username": "alice", "password": PASSWORD, "csrf_token": Actions.csrf_token(form)})
     assert response.status_code == 302
     cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith("keyfob_session=") and "Secure" in cookie and "HttpOnly" in cookie and "Expires" in cookie
+    assert cookie.startswith("__Host-keyfob_session=") and "Secure" in cookie and "HttpOnly" in cookie
+    assert "Expires" in cookie and "Path=/" in cookie and "Domain" not in cookie  # what __Host- demands
 
 
 def test_sign_in_page_cannot_be_framed(client):
@@ -83,9 +92,54 @@ class TestRateLimit:
 
 def test_a_session_ends_twelve_hours_after_signing_in_however_often_it_was_written(client, signed_in):
     assert client.get("/").status_code == 200
-    with client.session_transaction() as session:
-        session["signed_in_at"] -= 12 * 60 * 60
+    Session.update(signed_in_at=Session.signed_in_at - 12 * 60 * 60).execute()
     assert client.get("/").status_code == 302
+    assert Session.sweep() == 1 and Session.select().count() == 0
+
+
+def test_signing_out_ends_the_session_for_a_copied_cookie_too(app, client, actions, signed_in):
+    caught = copied(app, client)
+    assert caught.get("/").status_code == 200
+    client.post("/session/destroy", data={"csrf_token": actions.csrf_token(client.get("/"))})
+    assert caught.get("/").location == "/session/new" and Session.select().count() == 0
+
+
+def test_the_cookie_holds_a_token_and_the_database_only_its_digest(client, signed_in):
+    with client.session_transaction() as session:
+        token = session["session"]
+    assert len(token) == 43 and not Session.select().where(Session.token_digest.contains(token)).exists()
+
+
+def test_signing_in_again_replaces_the_session(app, client, actions, user):
+    """A cookie caught before a sign-in (or planted: session fixation) names no session after it."""
+    actions.sign_in()
+    caught = copied(app, client)
+    actions.sign_in()
+    assert caught.get("/").location == "/session/new" and client.get("/").status_code == 200
+    assert Session.select().count() == 1
+
+
+def test_signing_out_everywhere_ends_every_session_after_a_confirmation(app, client, actions, signed_in):
+    laptop = app.test_client()
+    Actions(laptop).sign_in()
+    page = client.get("/my/activity").text
+    assert 'href="/my/sessions/end"' in page
+    confirm = client.get("/my/sessions/end")
+    assert "Sign out everywhere?" in confirm.text and 'action="/my/sessions/end"' in confirm.text
+    answer = client.post("/my/sessions/end", data={"csrf_token": actions.csrf_token(confirm)})
+    assert answer.location == "/session/new"
+    assert client.get("/").status_code == laptop.get("/").status_code == 302
+    actions.sign_in()
+    assert "You signed out everywhere" in client.get("/my/activity").text
+
+
+def test_signing_out_everywhere_needs_a_csrf_token(client, actions, signed_in):
+    assert client.post("/my/sessions/end").status_code == 400 and client.get("/").status_code == 200
+
+
+def test_removing_a_user_ends_their_sessions(app, client, signed_in):
+    User.named("alice").remove()
+    assert Session.select().count() == 0 and client.get("/").location == "/session/new"
 
 
 class TestOnlyFailuresCount:
@@ -110,3 +164,42 @@ def test_signing_in_and_out_are_recorded_for_the_activity_page(client, actions, 
     actions.sign_in()
     page = client.get("/my/activity").text
     assert page.count("You signed in") == 2 and page.count("You signed out") == 1
+
+
+class TestRecentSignIn:
+    """What outlives a session (a personal token, a confidential app, a new client secret) asks for the password
+    again when it was last given more than 10 minutes ago."""
+
+    def age(self):
+        Session.update(confirmed_at=Session.confirmed_at - 11 * 60).execute()
+
+    def test_a_recent_sign_in_needs_no_password(self, client, actions, signed_in):
+        assert 'name="current_password"' not in client.get("/my/access_tokens").text
+
+    def test_an_old_sign_in_asks_for_it_and_keeps_what_was_typed(self, client, actions, signed_in):
+        self.age()
+        page = client.get("/my/access_tokens")
+        assert 'name="current_password"' in page.text
+        form = {"description": "backup", "scope": "read write", "csrf_token": actions.csrf_token(page)}
+        missing = client.post("/my/access_tokens", data=form)
+        wrong = client.post("/my/access_tokens", data={**form, "current_password": "nope"})
+        assert (missing.status_code, wrong.status_code) == (401, 401)
+        assert "Give your password" in missing.text and "That password is not right." in wrong.text
+        assert 'value="backup"' in wrong.text and 'value="read write" checked' in wrong.text
+        assert "kf_pat_" not in missing.text + wrong.text
+        made = client.post("/my/access_tokens", data={**form, "current_password": PASSWORD})
+        assert made.status_code == 201 and "kf_pat_" in made.text
+        assert 'name="current_password"' not in client.get("/my/access_tokens").text  # recent again
+
+
+class TestPasswordGuessesAgain:
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "RATELIMIT_ENABLED": True}
+
+    def test_ten_wrong_passwords_a_minute_then_a_pause(self, client, actions, signed_in):
+        Session.update(confirmed_at=Session.confirmed_at - 11 * 60).execute()
+        form = {"description": "x", "scope": "read", "csrf_token": actions.csrf_token(client.get("/my/access_tokens")),
+                "current_password": "guess"}
+        answers = [client.post("/my/access_tokens", data=form).status_code for _ in range(11)]
+        assert answers == [401] * 10 + [429]
