@@ -21,8 +21,8 @@ from werkzeug.exceptions import HTTPException
 import migrations
 from models import AuditEvent, RedirectTrust, SecretKeyCheck, db, scope_words, when
 from oauth import MACHINE_ENDPOINTS, MACHINE_PATHS, OAuthError, csrf, is_machine_request, limiter, machine_endpoint
-from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, introspections,
-                   metadata, passwords, revocations, sessions, tokens)
+from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, housekeeping,
+                   introspections, metadata, passwords, revocations, sessions, tokens)
 
 BLUEPRINTS = (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, introspections,
               metadata, passwords, revocations, sessions, tokens)
@@ -239,6 +239,7 @@ def serve_pages_and_endpoints(app):
     app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)
+    housekeeping.keep(app)
     if app.config.get("LOG_AUDIT_EVENTS", True):  # `keyfob` commands other than serve: the table is their record
         log_audit_events()
 

@@ -7,7 +7,6 @@ import os
 import re
 import secrets
 import sys
-import threading
 import time
 from urllib.parse import urlsplit
 
@@ -17,8 +16,8 @@ from peewee import JOIN, OperationalError, fn
 import migrations
 from app import create_app, prepare_database, write_instance_file
 from models import AccessToken, AuditEvent, Client, Refused, SecretKeyCheck, User, db, printable_name, sweep, when
+from oauth import housekeeping
 
-SWEEP_EVERY, SWEEP_RETRY_AFTER = 24 * 60 * 60, 60 * 60
 SWITCH_INTERVAL = 0.0005  # seconds a waitress thread may wait for the GIL while another computes (Python: 0.005)
 REGISTERED_BY = {Client.SELF_REGISTERED: "self-registered", Client.DOCUMENT: "self-registered",
                  Client.OPERATOR: "operator"}
@@ -60,30 +59,9 @@ def serve(host, port, threads):
     if not users:
         click.echo("No users yet: add one with `keyfob user add NAME` to sign in.")
     app.logger.setLevel(logging.INFO)
-    sweep_daily(app)
+    housekeeping.run(app)  # at start, if due; then hourly looks as requests come
     sys.setswitchinterval(SWITCH_INTERVAL)
     server.run()
-
-
-def sweep_daily(app):
-    """Sweep now and every 24 hours in a daemon thread with its own database connection; a failed sweep is
-    logged and tried again in an hour, and never stops the server."""
-    def run():
-        while True:
-            try:
-                with db.connection_context():
-                    clients, idle_tokens = sweep(app.config["IDLE_TOKEN_DAYS"])
-                if clients or idle_tokens:
-                    app.logger.info("Housekeeping removed %d self-registered client(s) that never obtained a token"
-                                    "%s; %d idle token(s)", len(clients), "".join(
-                                        f" {client_id} ({printable_name(name)})" for client_id, name in clients),
-                                    idle_tokens)
-                wait = SWEEP_EVERY
-            except Exception:
-                app.logger.exception("Housekeeping failed; trying again in an hour")
-                wait = SWEEP_RETRY_AFTER
-            time.sleep(wait)
-    threading.Thread(target=run, name="keyfob-housekeeping", daemon=True).start()
 
 
 @cli.group()

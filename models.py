@@ -1133,6 +1133,30 @@ def _cipher_for(secret_key):
 
 # ---- Housekeeping ----------------------------------------------------------------------------------------------
 
+class Housekeeping(BaseModel):
+    """When each daily task last ran, for every process of a deployment at once: the process whose update moves
+    the time on runs the task; the others see it done."""
+    task = CharField(max_length=32, primary_key=True)
+    last_run_at = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "housekeeping"
+
+    @classmethod
+    def claim(cls, task, at=None):
+        """Whether this process runs task now: it last ran a day ago or more, and no other process has claimed
+        it since (one atomic UPDATE decides). Call it inside the task's transaction, so a failed run frees it."""
+        at = at or now()
+        cls.insert(task=task, last_run_at=0).on_conflict_ignore().execute()
+        return cls.update(last_run_at=at).where((cls.task == task) & (cls.last_run_at <= at - DAY)).execute() == 1
+
+
+def sweep_if_due(idle_token_days, at=None):
+    """sweep(), if no process of the deployment has run it in the last day; else None."""
+    with writing():
+        return sweep(idle_token_days, at) if Housekeeping.claim("sweep", at) else None
+
+
 def sweep(idle_token_days, at=None):
     """Remove the self-registered clients that never obtained a token (after 30 days, never while a consent
     is in flight) and the tokens idle for idle_token_days (0: none); the clients' (client_id, name) and the

@@ -5,12 +5,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from actions import REDIRECT_URI
 from app import create_app
-from live import KEYFOB, TIMEOUT, keyfob_env, keyfob_serving
-from models import AccessToken, Client, User, db, now, sweep
+from live import KEYFOB, TIMEOUT, keyfob_env, keyfob_serving, serving
+from models import AccessToken, Client, Housekeeping, User, db, now, sweep, writing
 
 DAY, HOUR = 24 * 60 * 60, 60 * 60
 
@@ -168,3 +169,33 @@ def test_serve_sweeps_on_start(env, seeded, instance_database):
     log = (Path(instance) / "serve.log").read_text()
     assert (f"Housekeeping removed 1 self-registered client(s) that never obtained a token {seeded['old'].client_id}"
             " (MCP Client); 0 idle token(s)") in log
+
+
+def test_the_daily_sweep_is_claimed_by_one_process_a_day(app):
+    at = now()
+    assert [Housekeeping.claim("sweep", at), Housekeeping.claim("sweep", at)] == [True, False]
+    assert Housekeeping.claim("sweep", at + DAY - 1) is False and Housekeeping.claim("sweep", at + DAY) is True
+
+
+def test_a_sweep_that_fails_frees_its_claim_for_the_next_look(app):
+    with pytest.raises(ZeroDivisionError), writing():
+        assert Housekeeping.claim("sweep")
+        1 / 0  # the sweep failing, inside the claim's transaction
+    assert Housekeeping.claim("sweep")
+
+
+def test_gunicorn_workers_sweep_by_themselves_once_a_day(env, seeded, instance_database):
+    """No cron and no `keyfob serve`: the first worker to answer a request claims the day's sweep."""
+    instance = Path(env["KEYFOB_INSTANCE_PATH"])
+    settings = {**instance_database, "KEYFOB_ISSUER": "http://keyfob.test"}
+    with serving(instance, settings, workers=2) as (base, _):
+        deadline = time.monotonic() + TIMEOUT
+        while exists(seeded["old"]) and time.monotonic() < deadline:
+            httpx2.get(f"{base}/session/new")
+            time.sleep(0.1)
+        assert not exists(seeded["old"]) and exists(seeded["young"]) and exists(seeded["operator"])
+        swept_at = Housekeeping.get_by_id("sweep").last_run_at
+        assert 0 <= now() - swept_at < TIMEOUT + 5
+        for _ in range(10):
+            httpx2.get(f"{base}/session/new")
+        assert Housekeeping.get_by_id("sweep").last_run_at == swept_at
