@@ -62,6 +62,7 @@ def load_settings(app, config):
     app.config["ISSUER"] = (app.config.get("ISSUER") or "").rstrip("/") or None
     app.config["RESOURCES"] = parse_resources(app.config.get("RESOURCES") or "")
     app.config["IDLE_TOKEN_DAYS"] = idle_token_days(app.config.get("IDLE_TOKEN_DAYS"))
+    app.config["MAX_PENDING_CLIENTS"] = max_pending_clients(app.config.get("MAX_PENDING_CLIENTS", 10_000))
     app.config["REDIRECT_TRUST"] = RedirectTrust.parse(*map(app.config.get, TRUST_SETTINGS))
     app.config["SESSION_COOKIE_SECURE"] = (app.config["ISSUER"] or "").startswith("https://")
     if app.config["SESSION_COOKIE_SECURE"]:  # browsers then take the cookie only over https, for this host alone
@@ -86,6 +87,13 @@ def idle_token_days(setting):
     if not days.isdigit():
         raise ValueError(f"KEYFOB_IDLE_TOKEN_DAYS: {setting!r} is not a whole number of days (0 or unset: never)")
     return int(days)
+
+
+def max_pending_clients(setting):
+    """KEYFOB_MAX_PENDING_CLIENTS: self-registered clients that never obtained a token, at most."""
+    if isinstance(setting, bool) or not str(setting).isdigit() or int(setting) < 1:
+        raise ValueError(f"KEYFOB_MAX_PENDING_CLIENTS: {setting!r} is not a whole number of clients, 1 or more")
+    return int(setting)
 
 
 # ---- The instance folder and keys ------------------------------------------------------------------------------

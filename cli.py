@@ -172,7 +172,7 @@ def remove_client(client_id, yes):
 
 @client.command("sweep", short_help="Remove unused self-registered clients (and idle tokens).")
 def sweep_clients():
-    """Remove the self-registered clients that never obtained a token (after 30 days, never while a consent
+    """Remove the self-registered clients that never obtained a token (after a day, never while a consent
     is in flight) and, if KEYFOB_IDLE_TOKEN_DAYS is set, the tokens idle that long: what `keyfob serve` does daily."""
     with command_database() as app:
         clients, idle_tokens = sweep(app.config["IDLE_TOKEN_DAYS"])

@@ -154,6 +154,12 @@ def destination(uri):
                                loopback[0] if loopback else None)
 
 
+def redirect_summary(uris):
+    """What the audit trail keeps of a self-registered client's redirect URIs: how many, and where they lead
+    (anyone can register one, so the full URIs would be theirs to fill the trail with)."""
+    return {"redirect_uris": len(uris), "destinations": " ".join(sorted({destination(uri) or "?" for uri in uris}))}
+
+
 def plain_path(rest):
     """No fragment, backslash or dot-segment (encoded or not) in a URI's path and query."""
     segments = rest.split("?")[0].lower().replace("%2e", ".").split("/")
@@ -340,10 +346,11 @@ class Client(BaseModel):
     # a user, on /my/apps; or the operator, with `keyfob client add`.
     SELF_REGISTERED, DOCUMENT, USER, OPERATOR = "self-registered", "document", "user", "operator"
     APP_TYPES = ("public", "confidential")
-    MAX_REDIRECT_URIS = 10
-    MAX_REDIRECT_URI_LENGTH = 512
+    MAX_REDIRECT_URIS, MAX_REDIRECT_URI_LENGTH = 10, 512  # an app of a user's or of the operator's
+    # A client that names itself (anyone may register one): enough for every client in the compatibility matrix.
+    SELF_REDIRECT_URIS, SELF_REDIRECT_URI_LENGTH = 5, 256
     SECRET_METHODS = ("client_secret_basic", "client_secret_post")
-    UNUSED_KEPT_FOR = 30 * DAY
+    UNUSED_KEPT_FOR = DAY
     CONSENT_IN_FLIGHT_FOR = 60 * 60
     AUTHORIZATION_RECORDED_EVERY = 10 * 60
 
@@ -373,7 +380,7 @@ class Client(BaseModel):
         """A public client that registered itself (RFC 7591)."""
         with writing():
             client = cls.create(name=name, redirect_uris=redirect_uris, scope=scope, dynamically_registered=True)
-            AuditEvent.record("client.registered", client=client, redirect_uris=" ".join(redirect_uris), kind="self")
+            AuditEvent.record("client.registered", client=client, **redirect_summary(redirect_uris), kind="self")
         return client
 
     @classmethod
@@ -386,7 +393,7 @@ class Client(BaseModel):
                 with writing():
                     client = cls.create(client_id=url, name=name, redirect_uris=redirect_uris, scope=scope,
                                         dynamically_registered=True)
-                    AuditEvent.record("client.registered", client=client, redirect_uris=" ".join(redirect_uris),
+                    AuditEvent.record("client.registered", client=client, **redirect_summary(redirect_uris),
                                       kind="document")
                     return client
             except IntegrityError:
@@ -416,12 +423,12 @@ class Client(BaseModel):
         name, uris, scope = document.get("client_name"), document.get("redirect_uris"), document.get("scope")
         if not isinstance(name, str) or not 0 < len(printable_name(name)) <= 255:
             raise Refused("its client_name is missing or longer than 255 characters")
-        listed = uris if isinstance(uris, list) and len(uris) <= cls.MAX_REDIRECT_URIS else []
+        listed = uris if isinstance(uris, list) and len(uris) <= cls.SELF_REDIRECT_URIS else []
         try:
             uris = cls.registrable_redirects(listed, trust, any_https=True)
         except Refused:
-            raise Refused(f"its redirect_uris must list 1 to {cls.MAX_REDIRECT_URIS} https, http loopback or app URIs"
-                          " (any others are left aside)") from None
+            raise Refused(f"its redirect_uris must list 1 to {cls.SELF_REDIRECT_URIS} https, http loopback or app URIs"
+                          f" of at most {cls.SELF_REDIRECT_URI_LENGTH} characters (any others are left aside)") from None
         return {"name": printable_name(name), "redirect_uris": uris,
                 "scope": canonical_scope(scope if isinstance(scope, str) else "read write") or "read write"}
 
@@ -474,12 +481,13 @@ class Client(BaseModel):
 
     @classmethod
     def registrable_redirects(cls, uris, trust=RedirectTrust(), any_https=False):
-        """The URIs a client may register, in order and once each; Refused, with each URI's reason, if there are
-        none. A registration gets what may be registered of what it asked for (RFC 7591 §3.2.1)."""
+        """The URIs a client that names itself may register, in order and once each; Refused, with each URI's
+        reason, if there are none. A registration gets what may be registered of what it asked for (RFC 7591
+        §3.2.1)."""
         accepted, reasons = [], []
         for uri in uris:
             try:
-                cls.check_redirect(uri, trust, any_https)
+                cls.check_redirect(uri, trust, any_https, cls.SELF_REDIRECT_URI_LENGTH)
                 if uri not in accepted:
                     accepted.append(uri)
             except Refused as refusal:
@@ -497,13 +505,13 @@ class Client(BaseModel):
             return False
 
     @classmethod
-    def check_redirect(cls, uri, trust=RedirectTrust(), any_https=False):
+    def check_redirect(cls, uri, trust=RedirectTrust(), any_https=False, longest=MAX_REDIRECT_URI_LENGTH):
         """Refused, saying why, unless uri may be registered: http loopback (RFC 8252 §7.3), a native app's
         private-use URI (§7.1) whose scheme has a period or is trusted, or https on a trusted host. Apps
         registered here and metadata documents may use any https host (any_https), matched exactly."""
         scheme = uri.partition(":")[0].lower() if isinstance(uri, str) else ""
-        if not isinstance(uri, str) or not 0 < len(uri) <= cls.MAX_REDIRECT_URI_LENGTH:
-            raise Refused(f"is not a URI of at most {cls.MAX_REDIRECT_URI_LENGTH} characters")
+        if not isinstance(uri, str) or not 0 < len(uri) <= longest:
+            raise Refused(f"is not a URI of at most {longest} characters")
         if not uri.startswith(scheme):
             raise Refused("has capital letters in its scheme: registered schemes are lower case")
         if scheme == "http" and not loopback_parts(uri):
@@ -622,8 +630,14 @@ class Client(BaseModel):
                 AuditEvent.record("client.deleted", self.owner, self, tokens=tokens, by=by)
 
     @classmethod
+    def pending(cls, up_to):
+        """How many self-registered clients never obtained a token, counting no further than up_to."""
+        unused = cls.select(cls.id).where(cls.naming_themselves() & cls.first_token_at.is_null()).limit(up_to)
+        return unused.count()
+
+    @classmethod
     def sweep(cls, at=None):
-        """Delete, in one statement, the clients that named themselves more than 30 days ago and never obtained
+        """Delete, in one statement, the clients that named themselves more than a day ago and never obtained
         a token, unless a consent is in flight; their (client_id, name)."""
         at = at or now()
         unused = (cls.naming_themselves() & (cls.created_at < at - cls.UNUSED_KEPT_FOR) & cls.first_token_at.is_null()
@@ -1074,9 +1088,9 @@ class AuthorizationCode:
     TTL = 60
     CLOCK_SKEW = 5
     PURPOSE = b"keyfob/authorization codes"
-    # The longest code: a 1,024-character document URL for client_id, a 518-character redirect URI (512 and a
+    # The longest code: a 1,024-character document URL for client_id, a 262-character redirect URI (256 and a
     # loopback port) and a 2,048-character resource, every character of them one that JSON escapes, seals to
-    # 9,884 characters (tests/test_models.py). The token endpoint takes a code up to this length.
+    # about 9,400 characters (tests/test_client_documents.py). The token endpoint takes a code up to this length.
     MAX_LENGTH = 10 * 1024
     SEALED = re.compile(rf"[A-Za-z0-9_-]{{40,{MAX_LENGTH}}}")
 
@@ -1158,7 +1172,7 @@ def sweep_if_due(idle_token_days, at=None):
 
 
 def sweep(idle_token_days, at=None):
-    """Remove the self-registered clients that never obtained a token (after 30 days, never while a consent
+    """Remove the self-registered clients that never obtained a token (after a day, never while a consent
     is in flight) and the tokens idle for idle_token_days (0: none); the clients' (client_id, name) and the
     number of tokens. Each is one DELETE that checks its own conditions, so processes sweeping one database
     at once do no harm."""

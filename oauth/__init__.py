@@ -1,5 +1,6 @@
 """What every endpoint shares: which are machine endpoints, the one error type, parameter reading, the
 issuer, caching, CSRF and the limiter."""
+import ipaddress
 from urllib.parse import urlencode
 
 from flask import current_app, g, request
@@ -28,7 +29,17 @@ class ViewLimiter(Limiter):
             super()._check_request_limit(callable_name, in_middleware)
 
 
-limiter = ViewLimiter(get_remote_address)
+def address_bucket():
+    """Whom a per-address limit counts: the address, or an IPv6 address's /64, which one host or home usually
+    has whole (each of its addresses counted alone would multiply every limit by 2^64)."""
+    address = get_remote_address()
+    try:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False)) if ":" in address else address
+    except ValueError:
+        return address
+
+
+limiter = ViewLimiter(address_bucket)
 csrf = CSRFProtect()
 
 

@@ -1,5 +1,5 @@
 """Dynamic client registration for MCP clients (RFC 7591): loopback, native apps' and trusted https redirects."""
-from flask import Blueprint
+from flask import Blueprint, current_app
 
 from models import GRANTS, Client, Refused, printable_name
 from oauth import OAuthError, forbid_caching, json_object, limiter, redirect_trust
@@ -8,6 +8,7 @@ bp = Blueprint("clients", __name__)
 bp.after_request(forbid_caching)
 
 DEFAULT_NAME = "MCP Client"
+PENDING_RETRY_AFTER = 60 * 60  # housekeeping looks hourly, and sweeps what is a day old
 
 
 @bp.post("/register")  # where clients that ignore the metadata look (README: compatibility)
@@ -15,11 +16,21 @@ DEFAULT_NAME = "MCP Client"
 @limiter.limit("10/minute")
 def create():
     """Register a public client with the redirect URIs it may use of those it asks for (RFC 7591 §3.1, §3.2.1)."""
+    require_room()
     metadata = require_json_object()
     require_public(metadata)
     require_code_flow(metadata)
     client = Client.registered_itself(client_name(metadata), require_redirect_uris(metadata), registered_scope(metadata))
     return client.registration(), 201
+
+
+def require_room():
+    """No more than MAX_PENDING_CLIENTS self-registered clients waiting for their first token: past that, anyone
+    registering in a loop is filling the database, and everyone waits for housekeeping."""
+    cap = current_app.config["MAX_PENDING_CLIENTS"]
+    if Client.pending(cap) >= cap:
+        raise OAuthError("slow_down", "Too many registered clients have never obtained a token; try again later",
+                         status=429, headers={"Retry-After": str(PENDING_RETRY_AFTER)})
 
 
 def require_json_object():
@@ -33,8 +44,8 @@ def require_redirect_uris(metadata):
     uris = metadata.get("redirect_uris")
     if uris is None or uris == []:
         raise OAuthError("invalid_client_metadata", "redirect_uris is required")
-    if not isinstance(uris, list) or len(uris) > Client.MAX_REDIRECT_URIS:
-        raise OAuthError("invalid_redirect_uri", f"redirect_uris must be a list of at most {Client.MAX_REDIRECT_URIS}")
+    if not isinstance(uris, list) or len(uris) > Client.SELF_REDIRECT_URIS:
+        raise OAuthError("invalid_redirect_uri", f"redirect_uris must be a list of at most {Client.SELF_REDIRECT_URIS}")
     try:
         return Client.registrable_redirects(uris, redirect_trust())
     except Refused as refusal:

@@ -68,7 +68,7 @@ def test_a_whole_flow_is_recorded_with_who_which_client_and_where_and_never_a_se
 
     prefix = token[:12]
     assert events() == [
-        ("client.registered", None, "Flow", ADDRESS, {"redirect_uris": REDIRECT_URI, "kind": "self"}),
+        ("client.registered", None, "Flow", ADDRESS, {"redirect_uris": 1, "destinations": "127.0.0.1:8765", "kind": "self"}),
         ("sign_in.failed", "alice", None, ADDRESS, {}),
         ("signed_in", "alice", None, ADDRESS, {}),
         ("consent.denied", "alice", "Flow", ADDRESS, {"scope": "read write"}),

@@ -301,17 +301,17 @@ def test_a_code_for_the_longest_document_url_redirect_and_resource_redeems(confi
         browser = Actions(app.test_client())
         assert browser.sign_in().status_code == 302
         name_length = MAX_URL_LENGTH - len(f"{document_server}/clients/.json")
-        document_redirect = "http://127.0.0.1/" + '"' * (Client.MAX_REDIRECT_URI_LENGTH - len("http://127.0.0.1/"))
+        document_redirect = "http://127.0.0.1/" + '"' * (Client.SELF_REDIRECT_URI_LENGTH - len("http://127.0.0.1/"))
         url = publish({"redirect_uris": [document_redirect]}, name='"' * name_length)
         grant = {**params(url, pkce, redirect_uri=document_redirect.replace("127.0.0.1/", "127.0.0.1:65535/")),
                  "scope": "read write", "resource": resource, "state": "s" * MAX_PARAMETER_LENGTH}
-        assert (len(url), len(grant["redirect_uri"])) == (MAX_URL_LENGTH, Client.MAX_REDIRECT_URI_LENGTH + 6)
+        assert (len(url), len(grant["redirect_uri"])) == (MAX_URL_LENGTH, Client.SELF_REDIRECT_URI_LENGTH + 6)
 
         code = browser.query(browser.approve(grant))["code"]
         token = browser.client.post("/oauth/token", data={
             "grant_type": "authorization_code", "client_id": url, "code": code, "code_verifier": pkce[0],
             "redirect_uri": grant["redirect_uri"], "resource": resource})
-        assert len(code) > 9_000 and token.status_code == 200, token.json
+        assert len(code) > 9_000 and token.status_code == 200, (len(code), token.json)
         assert AccessToken.authenticate(token.json["access_token"]).resource == resource
     finally:
         db.close()

@@ -2,7 +2,7 @@
 import pytest
 
 from app import create_app
-from models import Client, Refused
+from models import AuditEvent, Client, Refused
 
 MCP_SDK_METADATA = {"client_name": "SDK client", "redirect_uris": ["http://127.0.0.1:33418/callback"],
                     "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
@@ -88,6 +88,62 @@ class TestRateLimit:
         answers = [client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"]}) for _ in range(11)]
         assert [answer.status_code for answer in answers] == [201] * 10 + [429]
         assert answers[10].json["error"] == "slow_down" and Client.select().count() == 10
+
+    def test_an_ipv6_address_counts_by_its_64(self, client):
+        """A host usually holds a whole /64: one bucket for it, not 2^64."""
+        def register(address):
+            return client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"]},
+                               environ_base={"REMOTE_ADDR": address}).status_code
+        assert [register(f"2001:db8::{n:x}") for n in range(1, 12)] == [201] * 10 + [429]
+        assert register("2001:db8:0:1::1") == 201
+
+
+def test_self_registration_stores_at_most_5_redirect_uris_of_256_characters(client):
+    """Anyone may register, so what they may store is small: enough for every client in the compatibility
+    matrix (at most 4 URIs, the longest 53 characters)."""
+    longest = "http://127.0.0.1/" + "a" * (256 - len("http://127.0.0.1/"))
+    taken = client.post("/oauth/clients", json={"redirect_uris": [longest] * 5})
+    assert taken.status_code == 201 and taken.json["redirect_uris"] == [longest]
+    too_long = client.post("/oauth/clients", json={"redirect_uris": [longest + "a"]})
+    assert too_long.json["error"] == "invalid_redirect_uri" and "at most 256 characters" in too_long.json["error_description"]
+    too_many = client.post("/oauth/clients", json={"redirect_uris": [f"http://127.0.0.1/{n}" for n in range(6)]})
+    assert too_many.status_code == 400 and too_many.json["error"] == "invalid_redirect_uri"
+
+
+class TestPendingClients:
+    """Past KEYFOB_MAX_PENDING_CLIENTS self-registered clients that never obtained a token, registration waits
+    for housekeeping: an anonymous loop cannot fill the database."""
+
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "MAX_PENDING_CLIENTS": 3}
+
+    def test_registration_slows_down_past_the_cap_until_a_client_obtains_a_token(self, client):
+        answers = [client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"]}) for _ in range(4)]
+        assert [answer.status_code for answer in answers] == [201] * 3 + [429]
+        assert answers[3].json["error"] == "slow_down" and answers[3].headers["Retry-After"] == "3600"
+        Client.update(first_token_at=1).where(Client.client_id == answers[0].json["client_id"]).execute()
+        assert client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"]}).status_code == 201
+
+    def test_apps_of_users_and_of_the_operator_do_not_count(self, client, user):
+        for n in range(3):
+            Client.registered_by_user(user, f"App {n}", ["https://app.example.com/cb"])
+        assert client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"]}).status_code == 201
+
+
+@pytest.mark.parametrize("setting", ["0", "-1", "many", "1.5"])
+def test_the_pending_client_cap_must_be_a_whole_number(config, setting, monkeypatch, tmp_path):
+    monkeypatch.setenv("KEYFOB_MAX_PENDING_CLIENTS", setting)
+    with pytest.raises(ValueError, match="KEYFOB_MAX_PENDING_CLIENTS"):
+        create_app(config)
+
+
+def test_the_audit_trail_keeps_where_a_self_registered_client_leads_not_its_uris(client):
+    client.post("/oauth/clients", json={"redirect_uris": ["http://127.0.0.1:8765/callback?x=" + "a" * 200,
+                                                         "com.example.app:/cb"]})
+    event = AuditEvent.get(AuditEvent.event == "client.registered")
+    assert event.details == {"redirect_uris": 2, "destinations": "127.0.0.1:8765 the app for com.example.app: links",
+                             "kind": "self"}
 
 
 CURSOR = ["cursor://anysphere.cursor-mcp/oauth/callback", "https://www.cursor.com/agents/mcp/oauth/callback",

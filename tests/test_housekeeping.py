@@ -1,4 +1,4 @@
-"""Housekeeping: self-registered clients that never obtained a token go after 30 days, never while a consent
+"""Housekeeping: self-registered clients that never obtained a token go after a day, never while a consent
 for them is in flight, never an operator's or a user's app; idle tokens go only when KEYFOB_IDLE_TOKEN_DAYS says."""
 import os
 import subprocess
@@ -16,25 +16,25 @@ from models import AccessToken, Client, Housekeeping, User, db, now, sweep, writ
 DAY, HOUR = 24 * 60 * 60, 60 * 60
 
 
-def self_registered(age_days, **fields):
+def self_registered(age_hours, **fields):
     return Client.create(name="MCP Client", redirect_uris=[REDIRECT_URI], dynamically_registered=True,
-                         created_at=now() - age_days * DAY, **fields)
+                         created_at=now() - age_hours * HOUR, **fields)
 
 
 def exists(client):
     return Client.find_by("client_id", client.client_id) is not None
 
 
-def test_sweep_removes_a_self_registered_client_that_never_obtained_a_token_after_30_days(app):
-    old, young = self_registered(31), self_registered(29)
+def test_sweep_removes_a_self_registered_client_that_never_obtained_a_token_after_a_day(app):
+    old, young = self_registered(25), self_registered(23)
     assert Client.sweep() == [(old.client_id, "MCP Client")]
     assert not exists(old) and exists(young)
-    assert Client.sweep(at=now() + 2 * DAY) == [(young.client_id, "MCP Client")]
+    assert Client.sweep(at=now() + 2 * HOUR) == [(young.client_id, "MCP Client")]
 
 
 def test_sweep_removes_a_client_identified_by_its_metadata_document_url(app):
     document = Client.create(client_id="https://app.example.com/oauth/client.json", name="Doc",
-                             redirect_uris=["https://app.example.com/cb"], created_at=now() - 31 * DAY)
+                             redirect_uris=["https://app.example.com/cb"], created_at=now() - 25 * HOUR)
     assert Client.sweep() == [(document.client_id, "Doc")]
 
 
@@ -132,9 +132,9 @@ def keyfob(env, *args):
 
 @pytest.fixture
 def seeded(instance_app):
-    """An unused self-registered client 31 days old, one 29 days old, an operator's client, and a token a year idle."""
+    """An unused self-registered client 25 hours old, one 23 hours old, an operator's client, and a token a year idle."""
     alice = User.register("alice", "password1")
-    clients = {"old": self_registered(31), "young": self_registered(29),
+    clients = {"old": self_registered(25), "young": self_registered(23),
                "operator": Client.registered_by_operator("Notes server", [], confidential=True)}
     AccessToken.issue(alice, description="CLI")
     AccessToken.update(created_at=now() - 365 * DAY).execute()
