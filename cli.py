@@ -47,7 +47,7 @@ def serve(host, port, threads):
     import waitress
     authority = f"[{host}]" if ":" in host else host
     os.environ.setdefault("KEYFOB_ISSUER", f"http://{authority}:{port}")
-    app = started_app({"CHECKPOINT_SECONDS": 1, "LOG_AUDIT_EVENTS": True})
+    app = started_app({"CHECKPOINT_SECONDS": 1, "LOG_AUDIT_EVENTS": True, "SERVES_REQUESTS": True})
     try:
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident="keyfob")
     except OSError as error:
@@ -332,10 +332,10 @@ def reset_keys(yes):
 
 
 def started_app(config=None):
-    """create_app(), with a refusal to start said plainly rather than as a traceback. The audit trail's lines
-    go to the log only when serving: a command's changes are in the table, and its output is its own."""
+    """create_app(), with a refusal to start said plainly rather than as a traceback. Only serving needs the issuer,
+    and the audit trail's lines go to the log only then: a command's changes are in the table, its output its own."""
     with said_plainly(ValueError):  # a setting Keyfob cannot use, or another process's key (KeyMismatch)
-        return create_app({"LOG_AUDIT_EVENTS": False, **(config or {})})
+        return create_app({"LOG_AUDIT_EVENTS": False, "SERVES_REQUESTS": False, **(config or {})})
 
 
 @contextlib.contextmanager

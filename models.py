@@ -39,6 +39,7 @@ GRANTS = ("read", "read write")  # the scopes a token can hold: write includes r
 OAUTH_TOKEN, PERSONAL_TOKEN, CLIENT_SECRET = "kf_at_", "kf_pat_", "kf_cs_"  # how each kind of secret begins
 SECRET = "kf_"  # how every one of them begins
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+MAX_RESOURCE_LENGTH = 2048
 DOCUMENT_ID = "https://"  # a client_id that begins so is the URL of its Client ID Metadata Document
 LOOPBACK_URI = re.compile(
     r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(0|[1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
@@ -134,6 +135,19 @@ def https_host(uri):
     plain path, else None."""
     match = HTTPS_URI.fullmatch(uri) if isinstance(uri, str) else None
     return match[1] if match and int(match[2] or 443) <= 65535 and plain_path(match[3] or "") else None
+
+
+def is_resource_url(url):
+    """A resource's URL (RFC 8707 §2): absolute http or https, with a host, no fragment, and nothing but printable
+    ASCII without spaces, within a token row's resource column."""
+    if not (isinstance(url, str) and 0 < len(url) <= MAX_RESOURCE_LENGTH and url.isascii() and url.isprintable()
+            and " " not in url and "#" not in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range, or an unclosed [IPv6 address
+        return False
 
 
 def app_scheme(uri):

@@ -64,8 +64,9 @@ class OAuthError(Exception):
 
 
 def issuer():
-    """The one issuer string (no trailing slash) used in metadata and every iss (RFC 8414 §2, RFC 9207)."""
-    return current_app.config.get("ISSUER") or request.url_root.rstrip("/")
+    """The one issuer string (no trailing slash) used in metadata, every iss and the built-in API's audience check
+    (RFC 8414 §2, RFC 9207, RFC 8707): KEYFOB_ISSUER, never the request's Host, which the client chooses."""
+    return current_app.config["ISSUER"]
 
 
 def json_object():

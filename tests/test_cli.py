@@ -139,6 +139,7 @@ def instance_app(instance, env, monkeypatch):
         monkeypatch.delenv(name)
     for name in [name for name in env if name.startswith("KEYFOB_")]:
         monkeypatch.setenv(name, env[name])
+    monkeypatch.setenv("KEYFOB_ISSUER", "http://127.0.0.1:8000")  # as `keyfob serve` sets it
     opened = []
 
     def open_app():
@@ -290,6 +291,14 @@ def test_serve_prints_its_url_and_answers_discovery_over_http(serve, env):
     document = metadata(port)
     assert document["issuer"] == f"http://127.0.0.1:{port}"
     assert document["token_endpoint"] == f"http://127.0.0.1:{port}/oauth/token"
+
+
+def test_serve_refuses_an_issuer_that_is_not_a_url_in_one_sentence(env):
+    result = subprocess.run([KEYFOB, "serve", "--port", str(free_port())], env=env | {"KEYFOB_ISSUER": "auth.example"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == ("Error: KEYFOB_ISSUER: 'auth.example' is not an absolute http(s) URL without a query or"
+                             " fragment\n")
 
 
 def test_serve_takes_its_issuer_from_keyfob_issuer(serve):
