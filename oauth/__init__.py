@@ -7,6 +7,8 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
+from models import Client
+
 # The machine endpoints, by blueprint and path: clients and resource servers call them with a token or client
 # credentials, never a cookie. They open no session, need no CSRF token, answer errors as JSON and allow any
 # origin (CORS). Sessions open before a request is routed, so a request is told apart by its path.
@@ -79,9 +81,17 @@ def json_object():
 
 
 def resources():
-    """The resources tokens are issued for (RFC 8707): the built-in API, which is the issuer, and each
-    configured resource server, with the names people see."""
-    return {issuer(): "your Keyfob account", **current_app.config.get("RESOURCES", {})}
+    """The resources tokens are issued for (RFC 8707), with the names people see: the built-in API, which is the
+    issuer, and the resource servers."""
+    return {issuer(): "your Keyfob account", **resource_servers()}
+
+
+def resource_servers():
+    """The resource servers tokens may be bound to: those the operator registered (`keyfob client add
+    --resource-server`) and those configured (KEYFOB_RESOURCES, whose names win). Read once per request."""
+    if "resource_servers" not in g:
+        g.resource_servers = {**Client.resource_servers(), **current_app.config.get("RESOURCES", {})}
+    return g.resource_servers
 
 
 def redirect_trust():
