@@ -19,7 +19,7 @@ from peewee import DataError, InterfaceError, OperationalError, SqliteDatabase
 from werkzeug.exceptions import HTTPException
 
 import migrations
-from models import AuditEvent, RedirectTrust, SecretKeyCheck, db, scope_words, when
+from models import AuditEvent, RedirectTrust, SecretKeyCheck, db, is_resource_url, scope_words, when
 from oauth import MACHINE_ENDPOINTS, MACHINE_PATHS, OAuthError, csrf, is_machine_request, limiter, machine_endpoint
 from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, housekeeping,
                    introspections, metadata, passwords, revocations, sessions, tokens)
@@ -59,7 +59,7 @@ def load_settings(app, config):
     app.config.from_prefixed_env("KEYFOB")
     app.config.update({name: os.environ[f"KEYFOB_{name}"] for name in STRING_SETTINGS if f"KEYFOB_{name}" in os.environ})
     app.config.update(config or {})
-    app.config["ISSUER"] = (app.config.get("ISSUER") or "").rstrip("/") or None
+    app.config["ISSUER"] = issuer_setting(app.config)
     app.config["RESOURCES"] = parse_resources(app.config.get("RESOURCES") or "")
     app.config["IDLE_TOKEN_DAYS"] = idle_token_days(app.config.get("IDLE_TOKEN_DAYS"))
     app.config["MAX_PENDING_CLIENTS"] = max_pending_clients(app.config.get("MAX_PENDING_CLIENTS", 10_000))
@@ -69,13 +69,25 @@ def load_settings(app, config):
         app.config["SESSION_COOKIE_NAME"] = "__Host-keyfob_session"
 
 
+def issuer_setting(config):
+    """KEYFOB_ISSUER, without a trailing slash: the URL Keyfob names itself by (RFC 8414 §2) and the built-in API's
+    resource. Never taken from a request, whose Host the client chooses: an app that serves requests needs it,
+    except under TESTING (the test client's host); the `keyfob` commands other than serve serve none."""
+    issuer = (config.get("ISSUER") or "").rstrip("/") or ("http://localhost" if config.get("TESTING") else "")
+    if not issuer and config.get("SERVES_REQUESTS", True):
+        raise ValueError("KEYFOB_ISSUER is not set: set it to the public base URL people and apps reach Keyfob at"
+                         " (such as https://auth.example.com), as Keyfob never takes its name from a request")
+    if issuer and not (is_resource_url(issuer) and "?" not in issuer):
+        raise ValueError(f"KEYFOB_ISSUER: {issuer!r} is not an absolute http(s) URL without a query or fragment")
+    return issuer or None
+
+
 def parse_resources(setting):
     """KEYFOB_RESOURCES: comma-separated URL=Name entries, the resource servers tokens may be bound to."""
     resources = {}
     for entry in filter(None, (part.strip() for part in setting.split(","))):
         url, _, name = entry.partition("=")
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment or "=" not in entry:
+        if not is_resource_url(url.strip()) or "=" not in entry:
             raise ValueError(f"KEYFOB_RESOURCES: {entry!r} is not URL=Name with an absolute http(s) URL")
         resources[url.strip()] = name.strip() or url.strip()
     return resources

@@ -46,7 +46,7 @@ def serve(host, port, threads):
     import waitress
     authority = f"[{host}]" if ":" in host else host
     os.environ.setdefault("KEYFOB_ISSUER", f"http://{authority}:{port}")
-    app = started_app({"CHECKPOINT_SECONDS": 1, "LOG_AUDIT_EVENTS": True})
+    app = started_app({"CHECKPOINT_SECONDS": 1, "LOG_AUDIT_EVENTS": True, "SERVES_REQUESTS": True})
     try:
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident="keyfob")
     except OSError as error:
@@ -128,29 +128,35 @@ def client():
 @client.command("list", short_help="List the clients, who registered them, and their tokens.")
 @JSON
 def list_clients(as_json):
-    """List the clients, who registered them, and how many tokens each holds."""
+    """List the clients, who registered them, the resource a resource server serves, and how many tokens each
+    holds."""
     with command_database():
         counts = token_counts(AccessToken.oauth_client)
         apps = [{"client_id": app.client_id, "name": app.name, "kind": app.kind,
                  "owner": app.owner.username if app.owner_id else None, "redirect_uris": app.redirect_uris,
-                 "created_at": app.created_at, "tokens": counts.get(app.id, 0)}
+                 "resource_server": app.resource_server, "created_at": app.created_at, "tokens": counts.get(app.id, 0)}
                 for app in Client.select().order_by(Client.created_at)]
-    show(apps, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "ADDED", "TOKENS"), lambda app: (
-        app["client_id"], app["name"][:40], REGISTERED_BY.get(app["kind"]) or f"by {app['owner']}",
-        " ".join(app["redirect_uris"]), when(app["created_at"]), app["tokens"]), "No clients yet.", as_json)
+    show(apps, ("CLIENT ID", "NAME", "REGISTERED", "REDIRECT URIS", "RESOURCE SERVER FOR", "ADDED", "TOKENS"),
+         lambda app: (app["client_id"], app["name"][:40], REGISTERED_BY.get(app["kind"]) or f"by {app['owner']}",
+                      " ".join(app["redirect_uris"]), app["resource_server"] or "", when(app["created_at"]),
+                      app["tokens"]), "No clients yet.", as_json)
 
 
 @client.command("add", short_help="Register a client as the operator.")
 @click.argument("name")
-@click.option("--confidential", is_flag=True, help="Give it a client secret (a server, or a resource server).")
+@click.option("--confidential", is_flag=True, help="Give it a client secret (a server that signs people in).")
+@click.option("--resource-server", metavar="URL",
+              help="A resource server at URL (confidential): tokens may be bound to URL, and it introspects those.")
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="https, or http loopback; repeatable.")
-def add_client(name, confidential, redirect_uris):
-    """Register a client as the operator: a resource server that introspects tokens needs --confidential
-    and no redirect URI; an app that signs people in needs its redirect URIs."""
+def add_client(name, confidential, resource_server, redirect_uris):
+    """Register a client as the operator. A resource server that introspects tokens is given --resource-server and
+    its URL, which tokens may then be bound to (its NAME is the one the consent page shows, unless KEYFOB_RESOURCES
+    names it); an app that signs people in needs its redirect URIs."""
+    confidential = confidential or resource_server is not None
     with command_database() as started:
         Client.validate_app(name, list(redirect_uris), started.config["REDIRECT_TRUST"],
-                            signs_people_in=not confidential)
-        app = Client.registered_by_operator(name, list(redirect_uris), confidential=confidential)
+                            signs_people_in=not confidential, resource_server=resource_server)
+        app = Client.registered_by_operator(name, list(redirect_uris), confidential, resource_server)
     click.echo(f"client_id: {app.client_id}")
     if confidential:
         click.echo(f"client_secret: {app.secret}")
@@ -310,10 +316,10 @@ def reset_keys(yes):
 
 
 def started_app(config=None):
-    """create_app(), with a refusal to start said plainly rather than as a traceback. The audit trail's lines
-    go to the log only when serving: a command's changes are in the table, and its output is its own."""
+    """create_app(), with a refusal to start said plainly rather than as a traceback. Only serving needs the issuer,
+    and the audit trail's lines go to the log only then: a command's changes are in the table, its output its own."""
     with said_plainly(ValueError):  # a setting Keyfob cannot use, or another process's key (KeyMismatch)
-        return create_app({"LOG_AUDIT_EVENTS": False, **(config or {})})
+        return create_app({"LOG_AUDIT_EVENTS": False, "SERVES_REQUESTS": False, **(config or {})})
 
 
 @contextlib.contextmanager

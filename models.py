@@ -39,6 +39,7 @@ GRANTS = ("read", "read write")  # the scopes a token can hold: write includes r
 OAUTH_TOKEN, PERSONAL_TOKEN, CLIENT_SECRET = "kf_at_", "kf_pat_", "kf_cs_"  # how each kind of secret begins
 SECRET = "kf_"  # how every one of them begins
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+MAX_RESOURCE_LENGTH = 2048
 DOCUMENT_ID = "https://"  # a client_id that begins so is the URL of its Client ID Metadata Document
 LOOPBACK_URI = re.compile(
     r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(0|[1-9][0-9]{0,4}))?([/?][\x21-\x7e]*)?")
@@ -134,6 +135,19 @@ def https_host(uri):
     plain path, else None."""
     match = HTTPS_URI.fullmatch(uri) if isinstance(uri, str) else None
     return match[1] if match and int(match[2] or 443) <= 65535 and plain_path(match[3] or "") else None
+
+
+def is_resource_url(url):
+    """A resource's URL (RFC 8707 §2): absolute http or https, with a host, no fragment, and nothing but printable
+    ASCII without spaces, within a token row's resource column."""
+    if not (isinstance(url, str) and 0 < len(url) <= MAX_RESOURCE_LENGTH and url.isascii() and url.isprintable()
+            and " " not in url and "#" not in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range, or an unclosed [IPv6 address
+        return False
 
 
 def app_scheme(uri):
@@ -341,6 +355,7 @@ class Client(BaseModel):
     owner = ForeignKeyField(User, null=True, backref="apps", on_delete="CASCADE")  # who registered it on /my/apps
     last_authorized_at = IntegerField(null=True)  # consent screen shown or code issued: a consent in flight
     first_token_at = IntegerField(null=True)
+    resource_server = CharField(max_length=MAX_RESOURCE_LENGTH, null=True)  # the resource it serves, if one
 
     # Who described the client: itself, by registering (RFC 7591) or by publishing a metadata document;
     # a user, on /my/apps; or the operator, with `keyfob client add`.
@@ -438,17 +453,20 @@ class Client(BaseModel):
         return cls._register_app(owner, name, redirect_uris, confidential, by=None)
 
     @classmethod
-    def registered_by_operator(cls, name, redirect_uris, confidential=False):
-        """An app the operator registers with `keyfob client add`, such as a resource server that introspects."""
-        return cls._register_app(None, name, redirect_uris, confidential, by="operator")
+    def registered_by_operator(cls, name, redirect_uris, confidential=False, resource_server=None):
+        """An app the operator registers with `keyfob client add`. A resource server (always confidential) serves
+        the resource at its URL: tokens may be bound to it, and it introspects those, and only those."""
+        return cls._register_app(None, name, redirect_uris, confidential or resource_server is not None, by="operator",
+                                 resource_server=resource_server)
 
     @classmethod
-    def _register_app(cls, owner, name, redirect_uris, confidential, by):
-        fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write"}
+    def _register_app(cls, owner, name, redirect_uris, confidential, by, resource_server=None):
+        fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write",
+                  "resource_server": resource_server}
         with writing():
             app = cls.create_confidential(**fields) if confidential else cls.create(**fields)
             AuditEvent.record("client.registered", owner, app, redirect_uris=" ".join(redirect_uris),
-                              kind="confidential" if confidential else "public", by=by)
+                              kind="confidential" if confidential else "public", resource_server=resource_server, by=by)
         return app
 
     @classmethod
@@ -466,10 +484,15 @@ class Client(BaseModel):
         return CLIENT_SECRET + secrets.token_urlsafe(32)
 
     @classmethod
-    def validate_app(cls, name, redirect_uris, trust=RedirectTrust(), signs_people_in=True, app_type="public"):
-        """Refused, with every reason in words for the app's form, unless the name, redirect URIs and type are
-        fit. Only an app that signs people in needs a redirect URI (a resource server introspecting has none)."""
+    def validate_app(cls, name, redirect_uris, trust=RedirectTrust(), signs_people_in=True, app_type="public",
+                     resource_server=None):
+        """Refused, with every reason in words for the app's form, unless the name, redirect URIs, type and the
+        URL of the resource it serves, if any, are fit. Only an app that signs people in needs a redirect URI (a
+        resource server introspecting has none)."""
         reasons = [] if 0 < len(printable_name(name)) <= 255 else ["Give the app a name of at most 255 characters."]
+        if resource_server is not None and not is_resource_url(resource_server):
+            reasons.append(f"{resource_server[:80]} is not an absolute http(s) URL without a fragment (a resource"
+                           " server's URL, as its clients name it).")
         if not int(signs_people_in) <= len(redirect_uris) <= cls.MAX_REDIRECT_URIS:
             reasons.append(f"Give between 1 and {cls.MAX_REDIRECT_URIS} redirect URIs.")
         reasons += [f"{uri[:80]} is not an https, http loopback or app URI without a fragment."
@@ -526,6 +549,18 @@ class Client(BaseModel):
         if scheme not in ("http", "https") and "." not in scheme and scheme not in trust.schemes:
             raise Refused(f"uses {scheme}:, which is not a trusted app scheme (a native app's has a period, such as"
                           " com.example.app, or is in KEYFOB_TRUSTED_REDIRECT_SCHEMES)")
+
+    @classmethod
+    def resource_servers(cls):
+        """{URL: name} of the resources the operator's resource servers serve, oldest first. Fixed SQL: every
+        authorization request asks."""
+        return dict(db.execute_sql("SELECT resource_server, name FROM clients WHERE resource_server IS NOT NULL"
+                                   " ORDER BY id").fetchall())
+
+    def serves(self, resource):
+        """Whether a token bound to resource is for this resource server, a trailing slash aside (find_resource
+        takes either spelling of a known resource)."""
+        return bool(self.resource_server and resource) and resource.rstrip("/") == self.resource_server.rstrip("/")
 
     @classmethod
     def owned_by(cls, user):

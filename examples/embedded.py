@@ -1,4 +1,7 @@
-"""A Flask app that mounts Keyfob and protects its own routes with it (`flask --app examples/embedded.py run`)."""
+"""A Flask app that mounts Keyfob and protects its own routes with it; Keyfob needs its public URL to start:
+
+    KEYFOB_ISSUER=http://127.0.0.1:5000 flask --app examples/embedded.py run
+"""
 from flask import g
 
 from app import create_app

@@ -1,16 +1,17 @@
 """Notes: an MCP server built with the official MCP Python SDK, whose tokens come from Keyfob.
 
     pip install -e '.[examples]'                                             # the MCP Python SDK
-    KEYFOB_RESOURCES="http://127.0.0.1:8001/mcp=Notes" keyfob serve          # Keyfob on :8000
-    keyfob client add notes-server --confidential                             # prints client_id and client_secret
+    keyfob serve                                                             # Keyfob on :8000
+    keyfob client add Notes --resource-server http://127.0.0.1:8001/mcp       # prints client_id and client_secret
     python examples/mcp_server.py --port 8001 --keyfob http://127.0.0.1:8000 --client-id ID --client-secret SECRET
 
 Each option can come from the environment instead: MCP_SERVER_PORT, MCP_SERVER_KEYFOB, MCP_SERVER_CLIENT_ID,
 MCP_SERVER_CLIENT_SECRET (better for the secret, which `ps` would show). The server's resource URL is
 http://127.0.0.1:PORT/mcp, and its protected resource metadata (RFC 9728) names Keyfob as the authorization server.
 
-Every bearer token is checked with Keyfob's token introspection (RFC 7662), as the confidential client above. The
-token must be active, bound to this server's resource URL (`aud`, RFC 8707) and carry `read`; `add_note` needs
+Every bearer token is checked with Keyfob's token introspection (RFC 7662), as the resource server above (Keyfob
+lets only resource servers introspect, and answers `active` only for tokens bound to their URL). The token must be
+active, bound to this server's resource URL (`aud`, RFC 8707) and carry `read`; `add_note` needs
 `write` too. An active answer is kept for CACHE_SECONDS = 5 seconds, counted from before the question was sent, so
 a token revoked at Keyfob stops working here at most 5 seconds later. Notes live in memory, per user.
 
@@ -70,7 +71,8 @@ class KeyfobIntrospection:
             logger.warning("Keyfob's introspection did not answer: %s", error)
             return None
         if response.status_code != 200:
-            logger.error("Keyfob refused to introspect (check the client ID and secret): %s", response.text)
+            logger.error("Keyfob refused to introspect (check the client ID and secret, and that the client was added"
+                         " with --resource-server): %s", response.text)
             return None
         answer = response.json()
         # A token bound to another resource (Keyfob's own API, another server) is not for this one (RFC 8707 §2).

@@ -8,6 +8,8 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
+from models import Client
+
 # The machine endpoints, by blueprint and path: clients and resource servers call them with a token or client
 # credentials, never a cookie. They open no session, need no CSRF token, answer errors as JSON and allow any
 # origin (CORS). Sessions open before a request is routed, so a request is told apart by its path.
@@ -75,8 +77,9 @@ class OAuthError(Exception):
 
 
 def issuer():
-    """The one issuer string (no trailing slash) used in metadata and every iss (RFC 8414 §2, RFC 9207)."""
-    return current_app.config.get("ISSUER") or request.url_root.rstrip("/")
+    """The one issuer string (no trailing slash) used in metadata, every iss and the built-in API's audience check
+    (RFC 8414 §2, RFC 9207, RFC 8707): KEYFOB_ISSUER, never the request's Host, which the client chooses."""
+    return current_app.config["ISSUER"]
 
 
 def json_object():
@@ -89,9 +92,17 @@ def json_object():
 
 
 def resources():
-    """The resources tokens are issued for (RFC 8707): the built-in API, which is the issuer, and each
-    configured resource server, with the names people see."""
-    return {issuer(): "your Keyfob account", **current_app.config.get("RESOURCES", {})}
+    """The resources tokens are issued for (RFC 8707), with the names people see: the built-in API, which is the
+    issuer, and the resource servers."""
+    return {issuer(): "your Keyfob account", **resource_servers()}
+
+
+def resource_servers():
+    """The resource servers tokens may be bound to: those the operator registered (`keyfob client add
+    --resource-server`) and those configured (KEYFOB_RESOURCES, whose names win). Read once per request."""
+    if "resource_servers" not in g:
+        g.resource_servers = {**Client.resource_servers(), **current_app.config.get("RESOURCES", {})}
+    return g.resource_servers
 
 
 def redirect_trust():

@@ -1,12 +1,12 @@
 """The authorization endpoint: validate the request, ask the user, redirect with a code (RFC 6749 §4.1)."""
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, g, redirect, render_template, request
+from flask import Blueprint, g, redirect, render_template, request
 
 from models import (CODE_CHALLENGE, LOOPBACK_HOSTS, SCOPES, AuditEvent, AuthorizationCode, Client,
                     app_scheme, canonical_scope, destination, is_document_url, loopback_parts)
 from oauth import (OAuthError, find_resource, forbid_caching, is_parameter, issuer, limiter, optional_param,
-                   redirect_trust, request_params, resources, with_query)
+                   redirect_trust, request_params, resource_servers, resources, with_query)
 from oauth.authentication import current_user, require_sign_in, sign_out
 from oauth.client_documents import client_for
 
@@ -129,12 +129,12 @@ def require_scope(params):
 
 
 def require_resource(params):
-    """The resource the token will be for: the one named, else the only configured resource server, else
-    the built-in API (RFC 8707 §2)."""
+    """The resource the token will be for: the one named, else the only resource server, else the built-in API
+    (RFC 8707 §2)."""
     resource = optional_param(params, "resource")
     if resource is None:
-        configured = list(current_app.config["RESOURCES"])
-        return configured[0] if len(configured) == 1 else issuer()
+        servers = list(resource_servers())
+        return servers[0] if len(servers) == 1 else issuer()
     if find_resource(resource) is None:
         raise OAuthError("invalid_target", "Unknown resource")
     return find_resource(resource)

@@ -1,5 +1,5 @@
-"""Which client is asking, at the token and revocation endpoints (RFC 6749 §2.3): public clients name
-themselves, confidential ones prove their secret."""
+"""Which client is asking, at the token, revocation and introspection endpoints (RFC 6749 §2.3): public clients
+name themselves, confidential ones prove their secret."""
 import base64
 import re
 from urllib.parse import unquote_to_bytes
@@ -13,8 +13,8 @@ BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def authenticate_client(params):
-    """The client a token or revocation request comes from (RFC 6749 §2.3, §3.2.1): a public client names
-    itself, a confidential one proves its secret by Basic or in the body, and never by both (§2.3)."""
+    """The client a token, revocation or introspection request comes from (RFC 6749 §2.3, §3.2.1): a public
+    client names itself, a confidential one proves its secret by Basic or in the body, and never by both (§2.3)."""
     basic = uses_basic()
     require_one_method(params, basic)
     client_id, secret = basic_credentials(params) if basic else body_credentials(params)

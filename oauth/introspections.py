@@ -2,8 +2,8 @@
 from flask import Blueprint
 
 from models import AccessToken
-from oauth import OAuthError, forbid_caching, idle_token_days, issuer, limiter, request_params
-from oauth.client_authentication import authenticate_client
+from oauth import OAuthError, forbid_caching, idle_token_days, limiter, request_params
+from oauth.client_authentication import authenticate_client, client_authentication_failed, uses_basic
 
 bp = Blueprint("introspections", __name__)
 bp.after_request(forbid_caching)
@@ -12,18 +12,27 @@ bp.after_request(forbid_caching)
 @bp.post("/oauth/introspection")
 @limiter.limit("600/minute")
 def create():
-    """Tell a resource server what a token grants; any token that grants nothing is just inactive (§2.2)."""
+    """Tell a resource server what a token for it grants; any other token, or one that grants nothing, is just
+    inactive (§2.2)."""
     params = request_params()
-    client = authenticate_client(params)
-    if not client.is_confidential:  # RFC 7662 §2.1: the caller must be authorized, or tokens could be probed
-        raise OAuthError("invalid_client", "Only confidential clients (resource servers) may introspect tokens")
+    resource_server = authenticate_resource_server(params)
     token = params.get("token")
     if not isinstance(token, str) or not token:
         raise OAuthError("invalid_request", "Missing or malformed parameter: token")
     bearer = AccessToken.authenticate(token, idle_token_days())
-    if bearer is None:
+    if bearer is None or not resource_server.serves(bearer.resource):
         return {"active": False}
     claims = {"active": True, "scope": bearer.scope, "client_id": bearer.client_id, "username": bearer.username,
-              "sub": str(bearer.user_id), "aud": bearer.resource or issuer(), "iat": bearer.created_at,
+              "sub": str(bearer.user_id), "aud": bearer.resource, "iat": bearer.created_at,
               "exp": bearer.expires_at, "token_type": "Bearer"}
     return {name: value for name, value in claims.items() if value is not None}
+
+
+def authenticate_resource_server(params):
+    """The resource server asking, registered as one by the operator (RFC 7662 §2.1: the caller must be authorized,
+    or anyone could probe tokens). An unknown client, a wrong secret, a public client and a client that serves no
+    resource get one answer, so the endpoint tells nobody which client IDs exist or what kind they are."""
+    client = authenticate_client(params)
+    if client.resource_server is None:
+        raise client_authentication_failed(uses_basic())
+    return client

@@ -232,15 +232,15 @@ def keyfob_instance(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keyfob(keyfob_instance, notes_url, served_database):
-    """A real `keyfob serve` that issues tokens for examples/mcp_server.py, named Notes; one user, alice."""
-    settings = {"KEYFOB_RESOURCES": f"{notes_url}=Notes", **served_database}
-    with keyfob_serving(keyfob_instance, settings=settings) as base:
+    """A real `keyfob serve`, as the README starts it; one user, alice. It issues tokens for notes_url once `notes`
+    registers the example there as a resource server."""
+    with keyfob_serving(keyfob_instance, settings=served_database) as base:
         yield base
 
 
 @pytest.fixture(scope="module")
 def notes(keyfob, keyfob_instance, notes_url, tmp_path_factory, served_database):
-    """examples/mcp_server.py, introspecting at Keyfob as the confidential client `notes-server`; its URL."""
+    """examples/mcp_server.py, introspecting at Keyfob as the resource server `Notes`; its URL."""
     command = [sys.executable, MCP_SERVER_EXAMPLE, "--port", str(httpx2.URL(notes_url).port), "--keyfob", keyfob]
     with example_serving(command, keyfob_instance, notes_url, tmp_path_factory.mktemp("notes"), served_database):
         yield notes_url

@@ -103,7 +103,7 @@ def serving(instance, settings=None, workers=None, log=None):
 @contextlib.contextmanager
 def keyfob_serving(instance, users=(("alice", PASSWORD),), settings=None):
     """Add the users with `keyfob user add`, run `keyfob serve` on a free port, yield its base URL.
-    `settings` are more environment variables for every `keyfob` command, e.g. KEYFOB_RESOURCES."""
+    `settings` are more environment variables for every `keyfob` command, e.g. KEYFOB_DATABASE_URL."""
     for name, password in users:
         add_user(instance, name, password, settings)
     with serving(instance, settings, log=instance / "serve.log") as (base, _):
@@ -112,9 +112,10 @@ def keyfob_serving(instance, users=(("alice", PASSWORD),), settings=None):
 
 @contextlib.contextmanager
 def example_serving(command, instance, mcp_url, folder, settings=None, cwd=None):
-    """An example MCP server (command, run in cwd) introspecting at the Keyfob of instance as a confidential client
-    that `keyfob client add` made, until it answers at mcp_url's protected resource metadata."""
-    added = subprocess.run([KEYFOB, "client", "add", "notes-server", "--confidential"],
+    """An example MCP server (command, run in cwd) introspecting at the Keyfob of instance as the resource server
+    `keyfob client add Notes --resource-server mcp_url` made, until it answers at mcp_url's protected resource
+    metadata."""
+    added = subprocess.run([KEYFOB, "client", "add", "Notes", "--resource-server", mcp_url],
                            env=keyfob_env(instance, settings), capture_output=True, text=True, timeout=30)
     assert added.returncode == 0, added.stderr
     credentials = dict(re.findall(r"^(client_id|client_secret): (\S+)$", added.stdout, re.MULTILINE))

@@ -69,3 +69,26 @@ def test_api_exposes_its_challenge_to_browser_clients(client):
     response = client.get("/api/me", headers={"Origin": "http://example.test"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "WWW-Authenticate" in response.headers["Access-Control-Expose-Headers"]
+
+
+class TestTheAudienceIsTheIssuerWhateverTheHost:
+    """The issuer comes from KEYFOB_ISSUER (under TESTING, the test client's host), never from the Host header the
+    client chooses, so a token bound to another resource cannot pass for one of the API's (RFC 8707)."""
+
+    @pytest.fixture(params=["http://localhost", None], ids=["issuer set", "testing default"])
+    def config(self, config, request):
+        return {**config, "ISSUER": request.param}
+
+    @pytest.mark.parametrize("host", ["localhost", "notes.internal"])
+    def test_api_refuses_a_token_bound_to_another_resource(self, client, user, oauth_client, host):
+        token = AccessToken.issue(user, oauth_client, resource="http://notes.internal")
+        response = client.get("/api/me", headers={**bearer(token.token), "Host": host})
+        assert response.status_code == 401 and response.json["error"] == "invalid_token"
+        assert METADATA in response.headers["WWW-Authenticate"]
+
+    def test_api_accepts_its_own_tokens_and_challenges_with_the_issuers_metadata_whatever_the_host(
+            self, client, user, oauth_client):
+        token = AccessToken.issue(user, oauth_client, resource="http://localhost")
+        assert client.get("/api/me", headers={**bearer(token.token), "Host": "notes.internal"}).status_code == 200
+        challenge = client.get("/api/me", headers={"Host": "notes.internal"}).headers["WWW-Authenticate"]
+        assert challenge == f'Bearer {METADATA}, scope="read"'

@@ -46,6 +46,25 @@ def test_settings_come_from_the_environment_with_string_settings_kept_as_strings
     assert app.config["ISSUER"] == "https://auth.example.com" and app.config["SESSION_COOKIE_SECURE"]
 
 
+def test_an_app_that_serves_requests_refuses_to_start_without_an_issuer(config, tmp_path, monkeypatch):
+    """Without KEYFOB_ISSUER (gunicorn, an app embedding Keyfob) the issuer would follow the Host header."""
+    monkeypatch.setenv("KEYFOB_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.delenv("KEYFOB_ISSUER", raising=False)
+    with pytest.raises(ValueError) as refused:
+        create_app({**config, "TESTING": False, "ISSUER": None})
+    assert str(refused.value) == ("KEYFOB_ISSUER is not set: set it to the public base URL people and apps reach"
+                                  " Keyfob at (such as https://auth.example.com), as Keyfob never takes its name"
+                                  " from a request")
+
+
+@pytest.mark.parametrize("issuer", ["auth.example.com", "ftp://auth.example.com", "https://auth.example.com/?a=b",
+                                    "https://auth.example.com/#x", "https:///path", "https://auth example.com"])
+def test_an_issuer_that_is_not_an_http_url_stops_keyfob_starting(config, issuer, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEYFOB_INSTANCE_PATH", str(tmp_path / "instance"))
+    with pytest.raises(ValueError, match="^KEYFOB_ISSUER: .* is not an absolute http"):
+        create_app({**config, "ISSUER": issuer})
+
+
 def test_the_instance_folder_is_its_owners_only(app):
     assert os.stat(app.instance_path).st_mode & 0o777 == 0o700
 

@@ -194,7 +194,7 @@ def keyfob(env, *args):
 
 
 def test_keyfob_audit_prints_what_the_operator_and_the_users_did(env, tmp_path, monkeypatch):
-    for name, value in env.items():
+    for name, value in {**env, "KEYFOB_ISSUER": "http://127.0.0.1:8000"}.items():
         monkeypatch.setenv(name, value)
     create_app()
     try:

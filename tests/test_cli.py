@@ -139,6 +139,7 @@ def instance_app(instance, env, monkeypatch):
         monkeypatch.delenv(name)
     for name in [name for name in env if name.startswith("KEYFOB_")]:
         monkeypatch.setenv(name, env[name])
+    monkeypatch.setenv("KEYFOB_ISSUER", "http://127.0.0.1:8000")  # as `keyfob serve` sets it
     opened = []
 
     def open_app():
@@ -292,6 +293,14 @@ def test_serve_prints_its_url_and_answers_discovery_over_http(serve, env):
     assert document["token_endpoint"] == f"http://127.0.0.1:{port}/oauth/token"
 
 
+def test_serve_refuses_an_issuer_that_is_not_a_url_in_one_sentence(env):
+    result = subprocess.run([KEYFOB, "serve", "--port", str(free_port())], env=env | {"KEYFOB_ISSUER": "auth.example"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == ("Error: KEYFOB_ISSUER: 'auth.example' is not an absolute http(s) URL without a query or"
+                             " fragment\n")
+
+
 def test_serve_takes_its_issuer_from_keyfob_issuer(serve):
     port, banner = serve(KEYFOB_ISSUER="https://keyfob.example.test/")
     assert banner.startswith("Keyfob is serving https://keyfob.example.test ")
@@ -363,7 +372,8 @@ def test_client_list_says_who_registered_an_app_and_never_prints_control_charact
 
 
 FIELDS = {("user", "list"): {"username", "created_at", "tokens"},
-          ("client", "list"): {"client_id", "name", "kind", "owner", "redirect_uris", "created_at", "tokens"},
+          ("client", "list"): {"client_id", "name", "kind", "owner", "redirect_uris", "resource_server", "created_at",
+                               "tokens"},
           ("token", "list"): {"display_prefix", "username", "client_id", "client_name", "scope", "created_at",
                               "last_used_at"},
           ("audit",): {"at", "event", "username", "client_id", "client_name", "address", "detail"}}
@@ -388,7 +398,8 @@ def test_json_lists_hold_the_stored_values(env, seeded):
     apps = json.loads(keyfob(env, "client", "list", "--json").stdout)
     assert apps[0] | {"created_at": 0} == {
         "client_id": seeded["client"].client_id, "name": "Evil\x1b]0;pwned\x07App", "kind": "self-registered",
-        "owner": None, "redirect_uris": ["http://127.0.0.1:33418/callback"], "created_at": 0, "tokens": 1}
+        "owner": None, "redirect_uris": ["http://127.0.0.1:33418/callback"], "resource_server": None, "created_at": 0,
+        "tokens": 1}
     tokens = json.loads(keyfob(env, "token", "list", "--user", "alice", "--json").stdout)
     assert [(token["display_prefix"], token["client_id"], token["last_used_at"]) for token in tokens] == [
         (seeded["oauth"].display_prefix, seeded["client"].client_id, None), (seeded["personal"].display_prefix, None, None)]
@@ -511,14 +522,37 @@ def test_admin_commands_fail_clearly_on_unknown_names(env, seeded, command):
     assert result.returncode == 1 and result.stderr.startswith("Error: No ") and "Traceback" not in result.stderr
 
 
-def test_client_add_registers_a_confidential_resource_server_and_shows_its_secret_once(env, instance_app):
+def test_client_add_registers_a_confidential_client_and_shows_its_secret_once(env, instance_app):
     result = keyfob(env, "client", "add", "notes-server", "--confidential")
     client_id = result.stdout.split("client_id: ")[1].split()[0]
     secret = result.stdout.split("client_secret: ")[1].split()[0]
     instance_app()
     added = Client.find_by("client_id", client_id)
     assert added.is_confidential and added.authenticates(secret) and added.secret_digest != secret
+    assert added.resource_server is None
     assert secret not in keyfob(env, "client", "list").stdout
+
+
+def test_client_add_registers_a_resource_server_whose_url_tokens_may_be_bound_to(env, instance_app):
+    notes = "http://127.0.0.1:8001/mcp"
+    result = keyfob(env, "client", "add", "Notes", "--resource-server", notes)
+    client_id = result.stdout.split("client_id: ")[1].split()[0]
+    secret = result.stdout.split("client_secret: ")[1].split()[0]
+    instance_app()
+    added = Client.find_by("client_id", client_id)
+    assert added.is_confidential and added.authenticates(secret) and added.resource_server == notes
+    assert Client.resource_servers() == {notes: "Notes"}
+    assert [(app["client_id"], app["resource_server"]) for app in
+            json.loads(keyfob(env, "client", "list", "--json").stdout)] == [(client_id, notes)]
+    assert notes in keyfob(env, "client", "list").stdout.splitlines()[1]
+
+
+@pytest.mark.parametrize("url", ["notes.internal/mcp", "http://notes.internal/mcp#top", "ftp://notes.internal"])
+def test_client_add_refuses_a_resource_server_url_that_is_not_an_http_url_in_one_sentence(env, url):
+    result = keyfob(env, "client", "add", "Notes", "--resource-server", url)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (f"Error: {url} is not an absolute http(s) URL without a fragment (a resource server's"
+                             " URL, as its clients name it).\n")
 
 
 def test_client_add_needs_a_redirect_uri_for_an_app_that_signs_people_in(env):

@@ -122,6 +122,7 @@ def instance_app(env, monkeypatch):
     for name, value in env.items():
         if name.startswith("KEYFOB_"):
             monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KEYFOB_ISSUER", "http://127.0.0.1:8000")  # as `keyfob serve` sets it
     yield create_app()
     db.close()
 

@@ -1,4 +1,5 @@
-"""Token introspection (RFC 7662) for resource servers, and tokens bound to configured resources (RFC 8707)."""
+"""Token introspection (RFC 7662) for the resource servers the operator registers, and tokens bound to the resources
+they serve or that are configured (RFC 8707)."""
 import base64
 
 import pytest
@@ -7,6 +8,7 @@ from actions import REDIRECT_URI
 from models import DAY, AccessToken, Client, now
 
 NOTES = "http://127.0.0.1:8001/mcp"
+REFUSED = {"error": "invalid_client", "error_description": "Client authentication failed"}
 
 
 @pytest.fixture
@@ -16,13 +18,19 @@ def config(config):
 
 @pytest.fixture
 def resource_server(app):
-    return Client.registered_by_operator("notes-server", [], confidential=True)
+    return Client.registered_by_operator("notes-server", [], resource_server=NOTES)
 
 
 def introspect(client, resource_server, token, secret=None):
-    credentials = f"{resource_server.client_id}:{secret or resource_server.secret}".encode()
-    return client.post("/oauth/introspection", data={"token": token},
-                       headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()})
+    return introspect_as(client, resource_server.client_id, secret or resource_server.secret, token)
+
+
+def introspect_as(client, client_id, secret, token, basic=True):
+    if not basic:
+        return client.post("/oauth/introspection",
+                           data={"token": token, "client_id": client_id, "client_secret": secret})
+    credentials = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return client.post("/oauth/introspection", data={"token": token}, headers={"Authorization": f"Basic {credentials}"})
 
 
 def test_introspection_describes_an_active_token(client, resource_server, user, oauth_client):
@@ -34,9 +42,14 @@ def test_introspection_describes_an_active_token(client, resource_server, user, 
                              "token_type": "Bearer"}
 
 
-def test_introspection_names_the_built_in_api_as_a_personal_tokens_audience(client, resource_server, user):
-    body = introspect(client, resource_server, AccessToken.issue(user).token).json
-    assert body["aud"] == "http://localhost" and "client_id" not in body
+@pytest.mark.parametrize("resource", [None, "http://localhost", "http://127.0.0.1:8002/mcp"],
+                         ids=["personal token", "the built-in API", "another resource server"])
+def test_a_token_bound_to_any_other_resource_is_inactive(client, resource_server, user, oauth_client, resource):
+    """A resource server learns about the tokens meant for it, and about no one else's (RFC 7662 §2.2)."""
+    token = AccessToken.issue(user, oauth_client if resource else None, resource=resource)
+    assert introspect(client, resource_server, token.token).json == {"active": False}
+    elsewhere = Client.registered_by_operator("Elsewhere", [], resource_server="http://127.0.0.1:8002/mcp")
+    assert introspect(client, elsewhere, token.token).json["active"] is (resource == elsewhere.resource_server)
 
 
 @pytest.mark.parametrize("token", ["kf_at_unknown", "garbage", "x" * 3000, "kf_at_" + "é" * 10])
@@ -57,12 +70,25 @@ def test_a_revoked_token_is_inactive(client, resource_server, user, oauth_client
     assert introspect(client, resource_server, token.token).json == {"active": False}
 
 
-def test_a_wrong_secret_or_a_public_client_cannot_introspect(client, resource_server, access_token, oauth_client):
-    wrong = introspect(client, resource_server, access_token.token, secret="kf_cs_wrong")
-    public = client.post("/oauth/introspection", data={"token": access_token.token, "client_id": oauth_client.client_id})
+@pytest.mark.parametrize("basic", [True, False], ids=["client_secret_basic", "client_secret_post"])
+def test_only_a_resource_server_may_introspect_and_every_other_caller_reads_the_same(
+        client, resource_server, user, oauth_client, basic):
+    """Not an oracle for client IDs: an unknown client, a wrong secret, a public client and confidential clients that
+    serve no resource (a user's app from /my/apps, the operator's --confidential one) get one answer."""
+    token = AccessToken.issue(user, oauth_client, resource=NOTES).token
+    app = Client.registered_by_user(user, "Mine", [REDIRECT_URI], confidential=True)
+    worker = Client.registered_by_operator("Worker", [], confidential=True)
+    callers = [("kf_unknown_client", "kf_cs_wrong"), (resource_server.client_id, "kf_cs_wrong"),
+               (oauth_client.client_id, ""), (app.client_id, app.secret), (worker.client_id, worker.secret)]
+    answers = [introspect_as(client, client_id, secret, token, basic) for client_id, secret in callers]
+    assert {(answer.status_code, answer.data, answer.headers.get("WWW-Authenticate")) for answer in answers} == {
+        (401 if basic else 400, answers[0].data, 'Basic realm="http://localhost"' if basic else None)}
+    assert answers[0].json == REFUSED
+    assert introspect_as(client, resource_server.client_id, resource_server.secret, token, basic).json["active"]
+
+
+def test_a_request_without_client_credentials_is_refused(client, access_token):
     anonymous = client.post("/oauth/introspection", data={"token": access_token.token})
-    assert wrong.status_code == 401 and wrong.json["error"] == "invalid_client"
-    assert public.status_code == 400 and public.json["error"] == "invalid_client"
     assert anonymous.status_code == 400 and "active" not in anonymous.json
 
 
@@ -72,9 +98,10 @@ def test_metadata_advertises_introspection(client):
     assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]
 
 
-def test_the_only_configured_resource_is_meant_when_none_is_named(client, actions, signed_in, authorize_params, pkce):
+def test_the_only_configured_resource_is_meant_when_none_is_named(client, actions, signed_in, authorize_params, pkce,
+                                                                  resource_server):
     page = client.get("/oauth/authorization/new", query_string=authorize_params).get_data(as_text=True)
-    assert "It will be able to, in Notes" in page
+    assert "It will be able to, in Notes" in page  # KEYFOB_RESOURCES names the resource server registered for it
     code = actions.query(actions.approve(authorize_params))["code"]
     token = client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code, "client_id":
                         authorize_params["client_id"], "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI})
@@ -86,6 +113,32 @@ def test_the_only_configured_resource_is_meant_when_none_is_named(client, action
 def test_an_unknown_resource_is_refused(client, actions, signed_in, authorize_params, resource, error):
     response = client.get("/oauth/authorization/new", query_string={**authorize_params, "resource": resource})
     assert actions.query(response)["error"] == error
+
+
+class TestARegisteredResourceServerIsAKnownResource:
+    """`keyfob client add NAME --resource-server URL` is all a resource server needs: no KEYFOB_RESOURCES."""
+
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "RESOURCES": ""}
+
+    def test_tokens_are_bound_to_it_by_name_or_as_the_only_one_and_it_sees_them_active(
+            self, client, actions, signed_in, authorize_params, pkce, resource_server):
+        for params in ({**authorize_params, "resource": NOTES + "/"}, authorize_params):
+            page = client.get("/oauth/authorization/new", query_string=params).get_data(as_text=True)
+            assert "It will be able to, in notes-server" in page
+            code = actions.query(actions.approve(params))["code"]
+            token = client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code, "client_id":
+                                params["client_id"], "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI})
+            assert AccessToken.authenticate(token.json["access_token"]).resource == NOTES
+            assert introspect(client, resource_server, token.json["access_token"]).json["aud"] == NOTES
+            actions.sign_in()  # approving on the loopback issuer signs out
+
+    def test_an_unregistered_resource_is_still_refused(self, client, actions, signed_in, authorize_params,
+                                                       resource_server):
+        response = client.get("/oauth/authorization/new",
+                              query_string={**authorize_params, "resource": "http://127.0.0.1:8002/mcp"})
+        assert actions.query(response)["error"] == "invalid_target"
 
 
 def test_the_built_in_api_refuses_a_token_bound_to_another_resource(client, user, oauth_client):

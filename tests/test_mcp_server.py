@@ -1,6 +1,6 @@
-"""examples/mcp_server.py as its users run it: `keyfob serve` with the example's resource configured, the
-example in a subprocess with a confidential client made by `keyfob client add`, and the MCP Python SDK client
-signing in through Keyfob's real forms. Nothing is mocked."""
+"""examples/mcp_server.py as its users run it: `keyfob serve`, the example in a subprocess as the resource server
+`keyfob client add Notes --resource-server URL` made, and the MCP Python SDK client signing in through Keyfob's real
+forms. Nothing is mocked."""
 import importlib.util
 import time
 

@@ -1,5 +1,5 @@
-"""examples/mcp_server_ts/ as its users run it: `npm ci`, then `node server.mjs` with a confidential client made by
-`keyfob client add`, in front of a real `keyfob serve` that issues tokens for it. The MCP TypeScript SDK client
+"""examples/mcp_server_ts/ as its users run it: `npm ci`, then `node server.mjs` as the resource server made by
+`keyfob client add NAME --resource-server URL`, in front of a real `keyfob serve` that issues tokens for it. The MCP TypeScript SDK client
 (tests/ts/client_flow.mjs) and the MCP Python SDK client sign in through Keyfob's real forms and call its tools.
 Its bearer check is the TypeScript SDK's own requireBearerAuth, which refuses a token without an expiry."""
 import json
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm"
 
 @pytest.fixture(scope="module")
 def notes(keyfob, keyfob_instance, notes_url, tmp_path_factory, served_database):
-    """examples/mcp_server_ts/server.mjs, installed with `npm ci`, introspecting at Keyfob as `notes-server`."""
+    """examples/mcp_server_ts/server.mjs, installed with `npm ci`, introspecting at Keyfob as the resource server."""
     installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=EXAMPLE, capture_output=True, text=True,
                                timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr

@@ -36,6 +36,13 @@ def test_issuer_comes_from_configuration_without_a_trailing_slash(config, config
     assert client.get("/.well-known/oauth-protected-resource").json["authorization_servers"] == [expected]
 
 
+def test_metadata_never_follows_the_host_header(client):
+    headers = {"Host": "evil.example"}
+    assert client.get("/.well-known/oauth-authorization-server", headers=headers).json["token_endpoint"] == (
+        "http://localhost/oauth/token")
+    assert client.get("/.well-known/oauth-protected-resource", headers=headers).json["resource"] == "http://localhost"
+
+
 def test_metadata_is_readable_by_browser_clients(client):
     response = client.options("/.well-known/oauth-authorization-server", headers={
         "Origin": "http://example.test", "Access-Control-Request-Method": "GET",

@@ -77,7 +77,7 @@ def test_a_first_release_database_that_already_has_later_columns_is_adopted(old_
 
 
 def test_upgraded_schema_has_every_column_the_models_use(database_url):
-    create_app({"DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY})
+    create_app({"DATABASE_URL": database_url, "SECRET_KEY": SECRET_KEY, "ISSUER": "http://keyfob.test"})
     try:
         for model in (User, Client, AccessToken, RedeemedCode, SecretKeyCheck, AuditEvent):
             stored = {column.name for column in db.get_columns(model._meta.table_name)}

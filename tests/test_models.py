@@ -311,6 +311,23 @@ def test_a_clients_kind_is_who_described_it(user, made, kind):
     assert (Client.select().where(Client.naming_themselves()).count() == 1) == client.names_itself
 
 
+def test_a_resource_server_is_a_confidential_operators_client_that_serves_only_its_own_resource(app):
+    notes = Client.registered_by_operator("Notes", [], resource_server="http://127.0.0.1:8001/mcp")
+    stored = Client.find_by("client_id", notes.client_id)
+    assert stored.is_confidential and stored.kind == Client.OPERATOR and stored.authenticates(notes.secret)
+    assert stored.serves("http://127.0.0.1:8001/mcp") and stored.serves("http://127.0.0.1:8001/mcp/")
+    assert not any(map(stored.serves, [None, "", "http://127.0.0.1:8001/mcp2", "http://127.0.0.1:8001", "http://x"]))
+    assert not Client.registered_by_operator("Worker", [], confidential=True).serves(None)
+    assert Client.resource_servers() == {"http://127.0.0.1:8001/mcp": "Notes"}
+
+
+@pytest.mark.parametrize("url", ["notes.internal/mcp", "ftp://notes.internal", "http://notes.internal/mcp#top",
+                                 "http:///mcp", "http://notes internal/mcp", "http://[::1/mcp", "x" * 3000])
+def test_a_resource_servers_url_must_be_an_absolute_http_url(app, url):
+    with pytest.raises(Refused, match="is not an absolute http"):
+        Client.validate_app("Notes", [], signs_people_in=False, resource_server=url)
+
+
 def test_an_app_refusal_carries_every_reason(app):
     with pytest.raises(Refused) as refusal:
         Client.validate_app("", ["ftp://x"], app_type="secret")

@@ -423,19 +423,25 @@ def test_revocation_answers_hostile_requests_with_200_or_a_json_error_and_keeps_
 
 @pytest.fixture
 def resource_server(app):
-    return Client.registered_by_operator("notes-server", [], confidential=True)
+    return Client.registered_by_operator("notes-server", [], resource_server="http://127.0.0.1:8001/mcp")
+
+
+@pytest.fixture
+def notes_token(user, oauth_client, resource_server):
+    """A token bound to the resource server's resource, the only kind it sees active."""
+    return AccessToken.issue(user, oauth_client, resource=resource_server.resource_server)
 
 
 @properties
 @given(data=st.data(), post_credentials=st.booleans())
 def test_introspection_answers_hostile_requests_as_inactive_or_with_a_json_error(
-        client, access_token, resource_server, data, post_credentials):
-    valid, headers = {"token": access_token.token}, {"Authorization": "Basic " + basic(resource_server.client_id,
-                                                                                       resource_server.secret)}
+        client, notes_token, resource_server, data, post_credentials):
+    valid, headers = {"token": notes_token.token}, {"Authorization": "Basic " + basic(resource_server.client_id,
+                                                                                      resource_server.secret)}
     if post_credentials:
         valid, headers = {**valid, "client_id": resource_server.client_id, "client_secret": resource_server.secret}, {}
     body, content_type = data.draw(bodies(valid))
-    header = data.draw(maybe(authorization_headers(resource_server.client_id, access_token.token)))
+    header = data.draw(maybe(authorization_headers(resource_server.client_id, notes_token.token)))
     before = rows()
     response = post(client, "/oauth/introspection", body, content_type, 
                     {"Authorization": header} if header else headers)

@@ -83,6 +83,17 @@ def test_gunicorn_with_four_workers_serves_the_whole_flow(tmp_path, settings, br
             assert set(pool.map(lambda _: me(base, token.json()["access_token"]).status_code, range(40))) == {200}
 
 
+def test_gunicorn_without_an_issuer_refuses_to_start_and_says_why_in_its_log(tmp_path):
+    """`keyfob serve` sets the issuer; gunicorn has none unless KEYFOB_ISSUER says it (on SQLite: no PostgreSQL)."""
+    log = tmp_path / "refused.log"
+    with open(log, "w") as output:
+        refused = subprocess.run([GUNICORN, "-w", "1", "-b", f"127.0.0.1:{free_port()}", "app:create_app()"],
+                                 env=keyfob_env(tmp_path / "instance"), stdout=output, stderr=subprocess.STDOUT,
+                                 timeout=60)
+    assert refused.returncode != 0
+    assert "KEYFOB_ISSUER is not set: set it to the public base URL" in log.read_text()
+
+
 def test_a_worker_with_another_key_refuses_to_start(tmp_path, settings, workers):
     log = tmp_path / "refused.log"
     with open(log, "w") as output:

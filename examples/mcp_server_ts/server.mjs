@@ -1,11 +1,12 @@
 // Notes: an MCP server on the official MCP TypeScript SDK (@modelcontextprotocol/sdk), whose tokens come from Keyfob.
 // Plain JavaScript modules, so Node.js 20 runs it without a build step. The twin of examples/mcp_server.py.
 //
-//     KEYFOB_RESOURCES="http://127.0.0.1:8002/mcp=Notes" keyfob serve             # Keyfob on :8000 (README: both servers)
-//     keyfob client add notes-server-ts --confidential                             # prints client_id and client_secret
+//     keyfob serve                                                        # Keyfob on :8000 (README: both servers)
+//     keyfob client add Notes --resource-server http://127.0.0.1:8002/mcp    # prints client_id and client_secret
 //     npm ci && MCP_SERVER_CLIENT_ID=… MCP_SERVER_CLIENT_SECRET=… node server.mjs --port 8002 --keyfob http://127.0.0.1:8000
 //
-// Every bearer token goes to Keyfob's introspection (RFC 7662) as the confidential client above. It must be active,
+// Every bearer token goes to Keyfob's introspection (RFC 7662) as the resource server above (Keyfob lets only resource
+// servers introspect, and answers active only for tokens bound to their URL). It must be active,
 // bound to this server's URL (`aud`, RFC 8707) and carry `read`; `add_note` needs `write` too (403 insufficient_scope
 // otherwise, so MCP clients step up). An active answer is kept CACHE_SECONDS, counted from before the question.
 //
@@ -48,7 +49,8 @@ if (options.help) {
   process.exit(0);
 }
 if (!options["client-id"] || !options["client-secret"]) {
-  console.error(`Give the confidential client's --client-id and --client-secret.\n${USAGE}`);
+  console.error("Give the resource server's --client-id and --client-secret (keyfob client add NAME --resource-server"
+                + ` URL).\n${USAGE}`);
   process.exit(2);
 }
 const keyfob = options.keyfob.replace(/\/$/, "");
@@ -83,7 +85,8 @@ async function introspect(token, asked) {
     throw new ServerError(`Keyfob's introspection did not answer: ${error.message}`);
   }
   if (response.status !== 200) {
-    console.error(`Keyfob refused to introspect (${response.status}): check the client ID and secret`);
+    console.error(`Keyfob refused to introspect (${response.status}): check the client ID and secret, and that the client`
+                  + " was added with --resource-server");
     throw new ServerError("Keyfob refused to introspect: check the client ID and secret");
   }
   const answer = await response.json();
