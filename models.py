@@ -165,6 +165,30 @@ def printable_name(name):
     return "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs")).strip()
 
 
+INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")  # the Hangul fillers: letters (Lo) that draw nothing
+
+
+def has_visible_letter(name):
+    return any(unicodedata.category(char)[0] == "L" and char not in INVISIBLE_LETTERS for char in name)
+
+
+def stacked_marks(name):
+    """The most combining marks drawn on one character of the name, fully decomposed: nonspacing and enclosing
+    marks, which draw over their neighbours (a spacing mark takes room of its own)."""
+    most = run = 0
+    for char in unicodedata.normalize("NFD", name):
+        run = run + 1 if unicodedata.category(char) in ("Mn", "Me") else 0
+        most = max(most, run)
+    return most
+
+
+def folded(name):
+    """The name's letters as a search for a word sees them: compatibility forms (NFKC's mappings) and case
+    folded, accents dropped."""
+    return "".join(char for char in unicodedata.normalize("NFKD", name.casefold())
+                   if unicodedata.category(char)[0] != "M")
+
+
 class RedirectTrust(NamedTuple):
     """Where, beyond http loopback, the operator lets clients that register themselves send people back: the
     single-word schemes of native apps (KEYFOB_TRUSTED_REDIRECT_SCHEMES; a scheme with a period needs no trust)
@@ -338,6 +362,8 @@ class Client(BaseModel):
     # a user, on /my/apps; or the operator, with `keyfob client add`.
     SELF_REGISTERED, DOCUMENT, USER, OPERATOR = "self-registered", "document", "user", "operator"
     APP_TYPES = ("public", "confidential")
+    MAX_NAME_LENGTH, SHOWN_NAME_LENGTH, MAX_STACKED_MARKS = 255, 60, 2
+    KEYFOB_WORDS = ("keyfob", "verified")  # what the consent page could show as Keyfob vouching for the app
     MAX_REDIRECT_URIS = 10
     MAX_REDIRECT_URI_LENGTH = 512
     SECRET_METHODS = ("client_secret_basic", "client_secret_post")
@@ -412,15 +438,17 @@ class Client(BaseModel):
             raise Refused(f"it must allow a public client (token_endpoint_auth_method none): {str(method)[:40]} needs a"
                           " secret or a key that Keyfob does not check")
         name, uris, scope = document.get("client_name"), document.get("redirect_uris"), document.get("scope")
-        if not isinstance(name, str) or not 0 < len(printable_name(name)) <= 255:
-            raise Refused("its client_name is missing or longer than 255 characters")
+        try:
+            name = cls.checked_name(name)
+        except Refused as refusal:
+            raise Refused(f"its client_name {refusal}") from None
         listed = uris if isinstance(uris, list) and len(uris) <= cls.MAX_REDIRECT_URIS else []
         try:
             uris = cls.registrable_redirects(listed, trust, any_https=True)
         except Refused:
             raise Refused(f"its redirect_uris must list 1 to {cls.MAX_REDIRECT_URIS} https, http loopback or app URIs"
                           " (any others are left aside)") from None
-        return {"name": printable_name(name), "redirect_uris": uris,
+        return {"name": name, "redirect_uris": uris,
                 "scope": canonical_scope(scope if isinstance(scope, str) else "read write") or "read write"}
 
     @classmethod
@@ -435,7 +463,7 @@ class Client(BaseModel):
 
     @classmethod
     def _register_app(cls, owner, name, redirect_uris, confidential, by):
-        fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write"}
+        fields = {"owner": owner, "name": cls.checked_name(name), "redirect_uris": redirect_uris, "scope": "read write"}
         with writing():
             app = cls.create_confidential(**fields) if confidential else cls.create(**fields)
             AuditEvent.record("client.registered", owner, app, redirect_uris=" ".join(redirect_uris),
@@ -457,10 +485,37 @@ class Client(BaseModel):
         return CLIENT_SECRET + secrets.token_urlsafe(32)
 
     @classmethod
+    def checked_name(cls, name):
+        """The name as it is stored and shown (printable_name); Refused, saying why, unless it has a visible
+        letter, at most 255 characters, at most 2 combining marks stacked on a character, and neither "Keyfob"
+        nor "verified" in any case, width or accent. Every name a client is given passes here."""
+        name = printable_name(name) if isinstance(name, str) else ""
+        if not has_visible_letter(name):
+            raise Refused("must have a visible letter")
+        if len(name) > cls.MAX_NAME_LENGTH:
+            raise Refused(f"must be at most {cls.MAX_NAME_LENGTH} characters long")
+        if stacked_marks(name) > cls.MAX_STACKED_MARKS:
+            raise Refused(f"must not stack more than {cls.MAX_STACKED_MARKS} combining marks on a character")
+        if any(word in folded(name) for word in cls.KEYFOB_WORDS):
+            raise Refused('must not contain "Keyfob" or "verified": the consent page would seem to vouch for the app')
+        return name
+
+    @property
+    def shown_name(self):
+        """The name as the consent page shows it: at most 60 characters, so no name fills the page with words."""
+        if len(self.name) <= self.SHOWN_NAME_LENGTH:
+            return self.name
+        return self.name[:self.SHOWN_NAME_LENGTH - 1].rstrip() + "…"
+
+    @classmethod
     def validate_app(cls, name, redirect_uris, trust=RedirectTrust(), signs_people_in=True, app_type="public"):
         """Refused, with every reason in words for the app's form, unless the name, redirect URIs and type are
         fit. Only an app that signs people in needs a redirect URI (a resource server introspecting has none)."""
-        reasons = [] if 0 < len(printable_name(name)) <= 255 else ["Give the app a name of at most 255 characters."]
+        reasons = []
+        try:
+            cls.checked_name(name)
+        except Refused as refusal:
+            reasons.append(f"The app's name {refusal}.")
         if not int(signs_people_in) <= len(redirect_uris) <= cls.MAX_REDIRECT_URIS:
             reasons.append(f"Give between 1 and {cls.MAX_REDIRECT_URIS} redirect URIs.")
         reasons += [f"{uri[:80]} is not an https, http loopback or app URI without a fragment."
@@ -588,7 +643,7 @@ class Client(BaseModel):
 
     def change_app(self, name, redirect_uris):
         """Rename the app and replace its redirect URIs, cleaned as at registration."""
-        self.name, self.redirect_uris = printable_name(name), redirect_uris
+        self.name, self.redirect_uris = self.checked_name(name), redirect_uris
         with writing():
             self.save()
             AuditEvent.record("client.changed", self.owner, self, redirect_uris=" ".join(redirect_uris))

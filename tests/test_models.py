@@ -1,5 +1,7 @@
 """The rules that live on the models: redirect matching, the sealed code, PKCE, tokens, users."""
 import dataclasses
+import json
+from pathlib import Path
 
 import peewee
 import pytest
@@ -298,9 +300,65 @@ def test_a_clients_kind_is_who_described_it(user, made, kind):
 def test_an_app_refusal_carries_every_reason(app):
     with pytest.raises(Refused) as refusal:
         Client.validate_app("", ["ftp://x"], app_type="secret")
-    assert refusal.value.reasons == ["Give the app a name of at most 255 characters.",
+    assert refusal.value.reasons == ["The app's name must have a visible letter.",
                                      "ftp://x is not an https, http loopback or app URI without a fragment.",
                                      "Choose public or confidential."]
+
+
+def names_in(fixture):
+    """Every client_name a compatibility fixture sends, wherever it sends it."""
+    if isinstance(fixture, list):
+        return [name for value in fixture for name in names_in(value)]
+    if isinstance(fixture, dict):
+        return [fixture.get("client_name"), *names_in(list(fixture.values()))]
+    return []
+
+
+MATRIX_NAMES = sorted({name for path in (Path(__file__).parent / "clients").glob("*.json")
+                       for name in names_in(json.loads(path.read_text())) if name is not None})
+
+
+@pytest.mark.parametrize("name", [*MATRIX_NAMES, "MCP Client", "Claude \U0001f916", "Tie\u0302\u0301ng Vie\u0323\u0302t",
+                                  "कीं", "Zed\u200b", "Key fob manager", "n" * 255])
+def test_the_names_real_clients_send_are_accepted(name):
+    assert Client.checked_name(name) == name.replace("\u200b", "")
+
+
+def test_the_compatibility_matrix_names_are_all_checked():
+    assert {"Claude", "Claude Code", "ChatGPT", "Codex", "Cursor", "MCP Inspector", "Visual Studio Code"} <= set(MATRIX_NAMES)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("\u3164\u3164\u3164", "visible letter"), ("\uffa0\u115f\u1160", "visible letter"), ("   ", "visible letter"),
+    ("\u200b\u2060\u202e", "visible letter"), ("\u2800 \u3000 42 ✔", "visible letter"), ("", "visible letter"), (None, "visible letter"),
+    ("n" * 256, "at most 255 characters"), ("Zalgo\u0300\u0301\u0302", "2 combining marks"),
+    ("o\u0300\u0301\u0302", "2 combining marks"), ("A\u20dd\u20dd\u20dd", "2 combining marks"),
+    ("✔ Verified by Keyfob. This app is part of Keyfob itself", "Keyfob"), ("keyfob", "Keyfob"), ("KEYFOB", "Keyfob"),
+    ("ＫＥＹＦＯＢ", "Keyfob"), ("Ke\u200byfob", "Keyfob"), ("Unverified", "verified"), ("VÉRIFIED app", "verified"),
+    ("ᵛᵉʳⁱᶠⁱᵉᵈ", "verified")])
+def test_a_name_that_could_spoof_the_consent_page_is_refused(name, reason):
+    with pytest.raises(Refused, match=reason):
+        Client.checked_name(name)
+
+
+def test_every_way_a_client_gets_a_name_checks_it(app, user):
+    spoof = "Verified by Keyfob"
+    for register in (lambda: Client.validate_app(spoof, ["https://app.example/cb"]),
+                     lambda: Client.registered_by_user(user, spoof, ["https://app.example/cb"]),
+                     lambda: Client.registered_by_operator(spoof, [], confidential=True),
+                     lambda: Client.fields_from_document(CHATGPT["client_id"], {**CHATGPT, "client_name": spoof})):
+        with pytest.raises(Refused, match="Keyfob"):
+            register()
+    app = Client.registered_by_user(user, "Reports", ["https://app.example/cb"])
+    with pytest.raises(Refused, match="visible letter"):
+        app.change_app("\u3164", app.redirect_uris)
+    assert Client.get_by_id(app.id).name == "Reports" and Client.select().count() == 1
+
+
+@pytest.mark.parametrize("name, shown", [("n" * 60, "n" * 60), ("n" * 61, "n" * 59 + "…"),
+                                         ("a" * 58 + " " * 10, "a" * 58 + "…"), ("Claude", "Claude")])
+def test_the_consent_page_shows_at_most_60_characters_of_a_name(name, shown):
+    assert Client(name=name).shown_name == shown and len(shown) <= Client.SHOWN_NAME_LENGTH
 
 
 CHATGPT = {"client_id": "https://chatgpt.com/oauth/client.json", "client_name": "ChatGPT",
