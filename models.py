@@ -20,6 +20,8 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import peewee
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app, has_request_context, request
 from peewee import (BigIntegerField, BooleanField, CharField, DatabaseError, DatabaseProxy, ForeignKeyField,
                     IntegerField, IntegrityError, InterfaceError, Model, TextField, fn)
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import check_password_hash
 
 db = DatabaseProxy()
 
@@ -267,6 +269,7 @@ class User(BaseModel):
 
     USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}")
     PASSWORD_CHARACTERS, PASSWORD_BYTES = 8, 1024  # at least, at most
+    PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)  # argon2id, as OWASP advises
 
     class Meta:
         table_name = "users"
@@ -279,7 +282,7 @@ class User(BaseModel):
         cls.check_new_password(password)
         try:
             with writing():
-                return cls.create(username=username, password_digest=generate_password_hash(password))
+                return cls.create(username=username, password_digest=cls.digest_of(password))
         except IntegrityError:
             raise Refused(f"A user named {username!r} already exists") from None
 
@@ -297,10 +300,10 @@ class User(BaseModel):
         """Set a new password, checked as at registration; with current, only if that is the password now. Every
         session made with the old one ends: a session carries a check of the password digest (session_check)."""
         if current is not None and not (usable_password(current)
-                                        and check_password_hash(self.password_digest, current)):
+                                        and self.digest_matches(self.password_digest, current)):
             raise Refused("The current password is not right")
         self.check_new_password(password)
-        self.password_digest = generate_password_hash(password)
+        self.password_digest = self.digest_of(password)
         with writing():
             self.save(only=[User.password_digest])
             AuditEvent.record("password.changed", self, by=by)
@@ -330,17 +333,53 @@ class User(BaseModel):
 
     @classmethod
     def authenticate(cls, username, password):
-        """The user these credentials name, else None; as slow for an unknown name as for a wrong password."""
+        """The user these credentials name, else None; as slow for an unknown name as for a wrong password.
+        The user's digest is made anew if it was made otherwise than digest_of makes it now."""
         user = cls.find_by("username", username) if cls.USERNAME.fullmatch(username) else None
         usable = usable_password(password)
-        matches = check_password_hash(user.password_digest if user and usable else _absent_user_digest(),
-                                      password if usable else "-")
-        return user if user and usable and matches else None
+        matches = cls.digest_matches(user.password_digest if user and usable else absent_user_digest(),
+                                     password if usable else "-")
+        if not (user and usable and matches):
+            return None
+        user.rehash_password(password)
+        return user
+
+    @classmethod
+    def digest_of(cls, password):
+        """A new salted digest of the password: argon2id with 19 MiB, 2 passes and 1 lane (OWASP's first choice)."""
+        return cls.PASSWORDS.hash(password)
+
+    @classmethod
+    def digest_matches(cls, stored, password):
+        """Whether password is the one the stored digest was made of, compared in constant time: argon2id, or
+        Werkzeug's scrypt or pbkdf2 of the versions before it."""
+        if not stored.startswith("$argon2"):
+            return check_password_hash(stored, password)
+        try:
+            return cls.PASSWORDS.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def rehash_password(self, password):
+        """Store a digest of the password just proven if the stored one was made otherwise (scrypt, pbkdf2, other
+        argon2id parameters). It replaces only the digest it was proven against, so a password changed meanwhile
+        stays changed. Not an audit event: the password and the account stay as they were."""
+        stored = self.password_digest
+        if stored.startswith("$argon2id$") and not self.PASSWORDS.check_needs_rehash(stored):
+            return
+        digest_now = self.digest_of(password)
+        with writing():
+            replaced = (User.update(password_digest=digest_now)
+                        .where((User.id == self.id) & (User.password_digest == stored)).execute())
+        if replaced:
+            self.password_digest = digest_now
 
 
 @lru_cache(maxsize=1)
-def _absent_user_digest():
-    return generate_password_hash(secrets.token_urlsafe())
+def absent_user_digest():
+    """What the password given for a name that is no one's is checked against, so that sign-in takes as long as
+    a wrong password does: made once a process, at start-up (create_app), not at the first such sign-in."""
+    return User.digest_of(secrets.token_urlsafe())
 
 
 # ---- Client ----------------------------------------------------------------------------------------------------

@@ -3,13 +3,16 @@ import dataclasses
 import json
 from pathlib import Path
 
+import argon2
 import peewee
 import pytest
 
 from peewee import IntegrityError
+from werkzeug.security import generate_password_hash
 
-from models import (DAY, AccessToken, AuthorizationCode, Client, RedeemedCode, RedirectTrust, Refused, User,
-                    canonical_scope, db, digest, driver_errors, now, s256, stored_row)
+from actions import PASSWORD
+from models import (DAY, AccessToken, AuditEvent, AuthorizationCode, Client, RedeemedCode, RedirectTrust, Refused, User,
+                    absent_user_digest, canonical_scope, db, digest, driver_errors, now, s256, stored_row)
 
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
@@ -219,7 +222,37 @@ def test_user_authenticates_only_with_the_right_password(user):
     assert User.authenticate("alice", "correct horse battery staple") == user
     assert User.authenticate("alice", "wrong") is None and User.authenticate("nobody", "wrong") is None
     assert User.authenticate("alice", "correct horse battery staple\0") is None
-    assert User.get_by_id(user.id).password_digest.startswith(("scrypt:", "pbkdf2:"))
+    assert User.get_by_id(user.id).password_digest.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+def test_an_unknown_name_costs_the_same_argon2id_check_as_a_wrong_password(user):
+    assert argon2.extract_parameters(absent_user_digest()) == argon2.extract_parameters(user.password_digest)
+    assert absent_user_digest() == absent_user_digest() != user.password_digest
+
+
+EARLIER_DIGESTS = {"scrypt": lambda: generate_password_hash(PASSWORD, "scrypt"),
+                   "pbkdf2": lambda: generate_password_hash(PASSWORD, "pbkdf2:sha256:1000"),  # the format, cheaply
+                   "weaker argon2id": lambda: argon2.PasswordHasher(time_cost=1, memory_cost=8 * 1024).hash(PASSWORD)}
+
+
+@pytest.mark.parametrize("kind", EARLIER_DIGESTS)
+def test_a_digest_made_otherwise_is_made_anew_at_the_next_sign_in_and_only_then(app, kind):
+    earlier = User.create(username="alice", password_digest=EARLIER_DIGESTS[kind]())
+    assert User.authenticate("alice", "wrong password") is None
+    assert User.get_by_id(earlier.id).password_digest == earlier.password_digest
+    signed_in = User.authenticate("alice", PASSWORD)
+    stored = User.get_by_id(earlier.id).password_digest
+    assert signed_in == earlier and signed_in.password_digest == stored != earlier.password_digest
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and User.authenticate("alice", PASSWORD) == earlier
+    assert User.get_by_id(earlier.id).password_digest == stored  # made once
+    assert AuditEvent.select().count() == 0  # nothing about the account changed
+
+
+def test_a_rehash_never_undoes_a_password_changed_meanwhile(app):
+    proven = User.create(username="alice", password_digest=EARLIER_DIGESTS["scrypt"]())
+    User.get_by_id(proven.id).change_password("the operator's new one", by="operator")
+    proven.rehash_password(PASSWORD)  # a sign-in that checked the old digest just before the change
+    assert User.authenticate("alice", PASSWORD) is None and User.authenticate("alice", "the operator's new one")
 
 
 @pytest.fixture
