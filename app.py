@@ -19,7 +19,8 @@ from peewee import DataError, InterfaceError, OperationalError, SqliteDatabase
 from werkzeug.exceptions import HTTPException
 
 import migrations
-from models import AuditEvent, RedirectTrust, SecretKeyCheck, db, is_resource_url, scope_words, when
+from models import (AuditEvent, RedirectTrust, SecretKeyCheck, absent_user_digest, db, is_resource_url, scope_words,
+                    when)
 from oauth import MACHINE_ENDPOINTS, MACHINE_PATHS, OAuthError, csrf, is_machine_request, limiter, machine_endpoint
 from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, housekeeping,
                    introspections, metadata, passwords, revocations, sessions, tokens)
@@ -44,6 +45,7 @@ def create_app(config=None):
     configure_secret_keys(app)
     open_database(app)
     serve_pages_and_endpoints(app)
+    absent_user_digest()  # now, or the first sign-in with an unknown name would be slower than a wrong password
     return app
 
 

@@ -20,6 +20,8 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import peewee
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app, has_request_context, request
 from peewee import (BigIntegerField, BooleanField, CharField, DatabaseError, DatabaseProxy, ForeignKeyField,
                     IntegerField, IntegrityError, InterfaceError, Model, TextField, fn)
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import check_password_hash
 
 db = DatabaseProxy()
 
@@ -185,6 +187,30 @@ def printable_name(name):
     return "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs")).strip()
 
 
+INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")  # the Hangul fillers: letters (Lo) that draw nothing
+
+
+def has_visible_letter(name):
+    return any(unicodedata.category(char)[0] == "L" and char not in INVISIBLE_LETTERS for char in name)
+
+
+def stacked_marks(name):
+    """The most combining marks drawn on one character of the name, fully decomposed: nonspacing and enclosing
+    marks, which draw over their neighbours (a spacing mark takes room of its own)."""
+    most = run = 0
+    for char in unicodedata.normalize("NFD", name):
+        run = run + 1 if unicodedata.category(char) in ("Mn", "Me") else 0
+        most = max(most, run)
+    return most
+
+
+def folded(name):
+    """The name's letters as a search for a word sees them: compatibility forms (NFKC's mappings) and case
+    folded, accents dropped."""
+    return "".join(char for char in unicodedata.normalize("NFKD", name.casefold())
+                   if unicodedata.category(char)[0] != "M")
+
+
 class RedirectTrust(NamedTuple):
     """Where, beyond http loopback, the operator lets clients that register themselves send people back: the
     single-word schemes of native apps (KEYFOB_TRUSTED_REDIRECT_SCHEMES; a scheme with a period needs no trust)
@@ -263,6 +289,7 @@ class User(BaseModel):
 
     USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}")
     PASSWORD_CHARACTERS, PASSWORD_BYTES = 8, 1024  # at least, at most
+    PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)  # argon2id, as OWASP advises
 
     class Meta:
         table_name = "users"
@@ -275,7 +302,7 @@ class User(BaseModel):
         cls.check_new_password(password)
         try:
             with writing():
-                return cls.create(username=username, password_digest=generate_password_hash(password))
+                return cls.create(username=username, password_digest=cls.digest_of(password))
         except IntegrityError:
             raise Refused(f"A user named {username!r} already exists") from None
 
@@ -293,10 +320,10 @@ class User(BaseModel):
         """Set a new password, checked as at registration; with current, only if that is the password now. Every
         session of the user's ends with the old password."""
         if current is not None and not (usable_password(current)
-                                        and check_password_hash(self.password_digest, current)):
+                                        and self.digest_matches(self.password_digest, current)):
             raise Refused("The current password is not right")
         self.check_new_password(password)
-        self.password_digest = generate_password_hash(password)
+        self.password_digest = self.digest_of(password)
         with writing():
             self.save(only=[User.password_digest])
             sessions = Session.end_all(self)
@@ -328,17 +355,53 @@ class User(BaseModel):
 
     @classmethod
     def authenticate(cls, username, password):
-        """The user these credentials name, else None; as slow for an unknown name as for a wrong password."""
+        """The user these credentials name, else None; as slow for an unknown name as for a wrong password.
+        The user's digest is made anew if it was made otherwise than digest_of makes it now."""
         user = cls.find_by("username", username) if cls.USERNAME.fullmatch(username) else None
         usable = usable_password(password)
-        matches = check_password_hash(user.password_digest if user and usable else _absent_user_digest(),
-                                      password if usable else "-")
-        return user if user and usable and matches else None
+        matches = cls.digest_matches(user.password_digest if user and usable else absent_user_digest(),
+                                     password if usable else "-")
+        if not (user and usable and matches):
+            return None
+        user.rehash_password(password)
+        return user
+
+    @classmethod
+    def digest_of(cls, password):
+        """A new salted digest of the password: argon2id with 19 MiB, 2 passes and 1 lane (OWASP's first choice)."""
+        return cls.PASSWORDS.hash(password)
+
+    @classmethod
+    def digest_matches(cls, stored, password):
+        """Whether password is the one the stored digest was made of, compared in constant time: argon2id, or
+        Werkzeug's scrypt or pbkdf2 of the versions before it."""
+        if not stored.startswith("$argon2"):
+            return check_password_hash(stored, password)
+        try:
+            return cls.PASSWORDS.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def rehash_password(self, password):
+        """Store a digest of the password just proven if the stored one was made otherwise (scrypt, pbkdf2, other
+        argon2id parameters). It replaces only the digest it was proven against, so a password changed meanwhile
+        stays changed. Not an audit event: the password and the account stay as they were."""
+        stored = self.password_digest
+        if stored.startswith("$argon2id$") and not self.PASSWORDS.check_needs_rehash(stored):
+            return
+        digest_now = self.digest_of(password)
+        with writing():
+            replaced = (User.update(password_digest=digest_now)
+                        .where((User.id == self.id) & (User.password_digest == stored)).execute())
+        if replaced:
+            self.password_digest = digest_now
 
 
 @lru_cache(maxsize=1)
-def _absent_user_digest():
-    return generate_password_hash(secrets.token_urlsafe())
+def absent_user_digest():
+    """What the password given for a name that is no one's is checked against, so that sign-in takes as long as
+    a wrong password does: made once a process, at start-up (create_app), not at the first such sign-in."""
+    return User.digest_of(secrets.token_urlsafe())
 
 
 # ---- Client ----------------------------------------------------------------------------------------------------
@@ -361,9 +424,11 @@ class Client(BaseModel):
     # a user, on /my/apps; or the operator, with `keyfob client add`.
     SELF_REGISTERED, DOCUMENT, USER, OPERATOR = "self-registered", "document", "user", "operator"
     APP_TYPES = ("public", "confidential")
+    MAX_NAME_LENGTH, SHOWN_NAME_LENGTH, MAX_STACKED_MARKS = 255, 60, 2
+    KEYFOB_WORDS = ("keyfob", "verified")  # what the consent page could show as Keyfob vouching for the app
     MAX_REDIRECT_URIS, MAX_REDIRECT_URI_LENGTH = 10, 512  # an app of a user's or of the operator's
     # A client that names itself (anyone may register one): enough for every client in the compatibility matrix.
-    SELF_REDIRECT_URIS, SELF_REDIRECT_URI_LENGTH = 5, 256
+    SELF_NAME_LENGTH, SELF_REDIRECT_URIS, SELF_REDIRECT_URI_LENGTH = 100, 5, 256
     SECRET_METHODS = ("client_secret_basic", "client_secret_post")
     UNUSED_KEPT_FOR = DAY
     CONSENT_IN_FLIGHT_FOR = 60 * 60
@@ -436,15 +501,17 @@ class Client(BaseModel):
             raise Refused(f"it must allow a public client (token_endpoint_auth_method none): {str(method)[:40]} needs a"
                           " secret or a key that Keyfob does not check")
         name, uris, scope = document.get("client_name"), document.get("redirect_uris"), document.get("scope")
-        if not isinstance(name, str) or not 0 < len(printable_name(name)) <= 255:
-            raise Refused("its client_name is missing or longer than 255 characters")
+        try:
+            name = cls.checked_name(name, cls.SELF_NAME_LENGTH)
+        except Refused as refusal:
+            raise Refused(f"its client_name {refusal}") from None
         listed = uris if isinstance(uris, list) and len(uris) <= cls.SELF_REDIRECT_URIS else []
         try:
             uris = cls.registrable_redirects(listed, trust, any_https=True)
         except Refused:
             raise Refused(f"its redirect_uris must list 1 to {cls.SELF_REDIRECT_URIS} https, http loopback or app URIs"
                           f" of at most {cls.SELF_REDIRECT_URI_LENGTH} characters (any others are left aside)") from None
-        return {"name": printable_name(name), "redirect_uris": uris,
+        return {"name": name, "redirect_uris": uris,
                 "scope": canonical_scope(scope if isinstance(scope, str) else "read write") or "read write"}
 
     @classmethod
@@ -461,8 +528,8 @@ class Client(BaseModel):
 
     @classmethod
     def _register_app(cls, owner, name, redirect_uris, confidential, by, resource_server=None):
-        fields = {"owner": owner, "name": printable_name(name), "redirect_uris": redirect_uris, "scope": "read write",
-                  "resource_server": resource_server}
+        fields = {"owner": owner, "name": cls.checked_name(name), "redirect_uris": redirect_uris,
+                  "scope": "read write", "resource_server": resource_server}
         with writing():
             app = cls.create_confidential(**fields) if confidential else cls.create(**fields)
             AuditEvent.record("client.registered", owner, app, redirect_uris=" ".join(redirect_uris),
@@ -484,12 +551,39 @@ class Client(BaseModel):
         return CLIENT_SECRET + secrets.token_urlsafe(32)
 
     @classmethod
+    def checked_name(cls, name, longest=MAX_NAME_LENGTH):
+        """The name as it is stored and shown (printable_name); Refused, saying why, unless it has a visible
+        letter, at most longest characters, at most 2 combining marks stacked on a character, and neither "Keyfob"
+        nor "verified" in any case, width or accent. Every name a client is given passes here."""
+        name = printable_name(name) if isinstance(name, str) else ""
+        if not has_visible_letter(name):
+            raise Refused("must have a visible letter")
+        if len(name) > longest:
+            raise Refused(f"must be at most {longest} characters long")
+        if stacked_marks(name) > cls.MAX_STACKED_MARKS:
+            raise Refused(f"must not stack more than {cls.MAX_STACKED_MARKS} combining marks on a character")
+        if any(word in folded(name) for word in cls.KEYFOB_WORDS):
+            raise Refused('must not contain "Keyfob" or "verified": the consent page would seem to vouch for the app')
+        return name
+
+    @property
+    def shown_name(self):
+        """The name as the consent page shows it: at most 60 characters, so no name fills the page with words."""
+        if len(self.name) <= self.SHOWN_NAME_LENGTH:
+            return self.name
+        return self.name[:self.SHOWN_NAME_LENGTH - 1].rstrip() + "…"
+
+    @classmethod
     def validate_app(cls, name, redirect_uris, trust=RedirectTrust(), signs_people_in=True, app_type="public",
                      resource_server=None):
         """Refused, with every reason in words for the app's form, unless the name, redirect URIs, type and the
         URL of the resource it serves, if any, are fit. Only an app that signs people in needs a redirect URI (a
         resource server introspecting has none)."""
-        reasons = [] if 0 < len(printable_name(name)) <= 255 else ["Give the app a name of at most 255 characters."]
+        reasons = []
+        try:
+            cls.checked_name(name)
+        except Refused as refusal:
+            reasons.append(f"The app's name {refusal}.")
         if resource_server is not None and not is_resource_url(resource_server):
             reasons.append(f"{resource_server[:80]} is not an absolute http(s) URL without a fragment (a resource"
                            " server's URL, as its clients name it).")
@@ -633,7 +727,7 @@ class Client(BaseModel):
 
     def change_app(self, name, redirect_uris):
         """Rename the app and replace its redirect URIs, cleaned as at registration."""
-        self.name, self.redirect_uris = printable_name(name), redirect_uris
+        self.name, self.redirect_uris = self.checked_name(name), redirect_uris
         with writing():
             self.save()
             AuditEvent.record("client.changed", self.owner, self, redirect_uris=" ".join(redirect_uris))

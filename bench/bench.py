@@ -20,8 +20,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from werkzeug.security import generate_password_hash  # noqa: E402
-
 from app import create_app  # noqa: E402
 from models import AccessToken, Client, User, db, s256  # noqa: E402
 
@@ -65,7 +63,7 @@ def setup(directory):
     app = create_app({"SECRET_KEY": "bench-" + "k" * 40, "ISSUER": "http://keyfob.example",
                       "DATABASE_URL": f"sqlite:///{directory}/keyfob.db", "RATELIMIT_ENABLED": True})
     app.add_url_rule("/bench/bare", "bare", lambda: {"user": "alice", "scope": "read", "client_id": None})
-    user = User.create(username="alice", password_digest=generate_password_hash("pw"))
+    user = User.create(username="alice", password_digest=User.digest_of("pw"))
     oauth_client = Client.create(name="Bench", redirect_uris=[REDIRECT_URI], dynamically_registered=True)
     token = AccessToken.issue(user, oauth_client).token
     call = Caller(app)

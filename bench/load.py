@@ -110,7 +110,7 @@ class LoadClient:
     def register(self):
         source = self.connections.connect(f"127.255.0.{self.number + 1}")
         status, _, body = self.connections.send(source, "POST", "/oauth/clients", json_body={
-            "client_name": "Keyfob load client", "redirect_uris": [REDIRECT_URI]})
+            "client_name": "Load client", "redirect_uris": [REDIRECT_URI]})
         source.close()
         if status != 201:
             raise SystemExit(f"Registration answered {status}: {body[:200]!r}")

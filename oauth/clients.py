@@ -1,7 +1,7 @@
 """Dynamic client registration for MCP clients (RFC 7591): loopback, native apps' and trusted https redirects."""
 from flask import Blueprint, current_app
 
-from models import GRANTS, Client, Refused, printable_name
+from models import GRANTS, Client, Refused
 from oauth import OAuthError, forbid_caching, json_object, limiter, redirect_trust
 
 bp = Blueprint("clients", __name__)
@@ -54,9 +54,13 @@ def require_redirect_uris(metadata):
 
 def client_name(metadata):
     name = metadata.get("client_name", DEFAULT_NAME)
-    if not isinstance(name, str) or len(name) > 255:
-        raise OAuthError("invalid_client_metadata", "client_name must be a string of at most 255 characters")
-    return printable_name(name) or DEFAULT_NAME
+    if not isinstance(name, str) or len(name) > Client.SELF_NAME_LENGTH:
+        raise OAuthError("invalid_client_metadata",
+                         f"client_name must be a string of at most {Client.SELF_NAME_LENGTH} characters")
+    try:
+        return Client.checked_name(name or DEFAULT_NAME, Client.SELF_NAME_LENGTH)
+    except Refused as refusal:
+        raise OAuthError("invalid_client_metadata", f"client_name {refusal}") from None
 
 
 def registered_scope(metadata):

@@ -16,7 +16,6 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from werkzeug.security import generate_password_hash
 
 from actions import ISSUER, PASSWORD, REDIRECT_URI, Actions
 from app import create_app
@@ -142,8 +141,8 @@ def stored_bytes(app):
 
 @pytest.fixture(scope="session")
 def password_digest():
-    """Hashed once: scrypt is slow on purpose, and every user here shares the password."""
-    return generate_password_hash(PASSWORD)
+    """Hashed once, as Keyfob hashes (argon2id is slow on purpose), for every user here shares the password."""
+    return User.digest_of(PASSWORD)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from flask_limiter import Limiter
 
 import app as app_module
 from app import create_app, instance_secret
+from models import absent_user_digest
 from oauth import limiter
 
 
@@ -28,6 +29,13 @@ def test_instance_secret_is_generated_once_even_when_processes_start_together(tm
     assert len(keys) == 8 and len(set(keys)) == 1 and len(keys[0]) >= 64
     assert sorted(path.name for path in tmp_path.iterdir()) == ["secret_key"]
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_digest_unknown_names_are_checked_against_is_made_at_start_up(config, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEYFOB_INSTANCE_PATH", str(tmp_path / "instance"))
+    absent_user_digest.cache_clear()
+    create_app(config)
+    assert absent_user_digest.cache_info().currsize == 1 and absent_user_digest().startswith("$argon2id$")
 
 
 def test_an_empty_secret_file_is_refused_rather_than_used(tmp_path):

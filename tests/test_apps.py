@@ -50,14 +50,18 @@ def test_a_confidential_apps_secret_is_shown_once_and_stored_as_a_digest(client,
 
 
 @pytest.mark.parametrize("form, message", [
-    ({"name": ""}, "Give the app a name"), ({"name": "n" * 256}, "Give the app a name"),
+    ({"name": ""}, "The app&#39;s name must have a visible letter."),
+    ({"name": "n" * 256}, "The app&#39;s name must be at most 255 characters long."),
+    ({"name": "\u3164\u3164\u3164"}, "The app&#39;s name must have a visible letter."),
+    ({"name": "Re\u0301\u0302\u0303ports"}, "must not stack more than 2 combining marks on a character."),
+    ({"name": "Reports (verified by Keyfob)"}, "The app&#39;s name must not contain &#34;Keyfob&#34; or &#34;verified&#34;"),
     ({"redirect_uris": ""}, "Give between 1 and 10"), ({"redirect_uris": "http://example.com/cb"}, "is not an https"),
     ({"redirect_uris": "https://app.example.com/cb#x"}, "is not an https"),
     ({"redirect_uris": "javascript:alert(1)"}, "is not an https"), ({"kind": "secret"}, "Choose public or confidential"),
     ({"redirect_uris": "https://example.com:99999/cb"}, "is not an https"),
     ({"redirect_uris": "https://localhost/cb"}, "is not an https"),
     ({"redirect_uris": "https://example.com-/cb"}, "is not an https"),
-    ({"name": "\u202e\x1b\x00"}, "Give the app a name")])
+    ({"name": "\u202e\x1b\x00"}, "The app&#39;s name must have a visible letter.")])
 def test_registration_explains_what_is_wrong_and_registers_nothing(signed_in, actions, form, message):
     response = register_app(actions, **form)
     assert response.status_code == 422 and message in response.get_data(as_text=True)
@@ -100,6 +104,9 @@ def test_editing_validates_like_registration(client, actions, signed_in):
     token = actions.csrf_token(client.get(f"/my/apps/{app.client_id}"))
     bad = client.post(f"/my/apps/{app.client_id}", data={"csrf_token": token, "name": "X", "redirect_uris": "http://evil.example/"})
     assert bad.status_code == 422 and Client.get_by_id(app.id).redirect_uris == [HTTPS_REDIRECT]
+    spoof = client.post(f"/my/apps/{app.client_id}", data={"csrf_token": token, "name": "Keyfob Verified",
+                                                           "redirect_uris": HTTPS_REDIRECT})
+    assert spoof.status_code == 422 and "must not contain" in spoof.text and Client.get_by_id(app.id).name == "Reports"
     good = client.post(f"/my/apps/{app.client_id}", data={"csrf_token": token, "name": "Reports 2",
                                                           "redirect_uris": "https://new.example.com/cb"})
     assert good.location == f"/my/apps/{app.client_id}"

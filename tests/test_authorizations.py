@@ -26,6 +26,22 @@ def test_authorization_shows_the_consent_screen(client, signed_in, authorize_par
     assert 'value="approve"' in page and 'value="deny"' in page
 
 
+def test_consent_shows_at_most_60_characters_of_the_name(client, signed_in, oauth_client, authorize_params):
+    oauth_client.name = "Notes. " + "This app is part of the server itself and was checked by its operator. " * 3
+    oauth_client.save()
+    page = client.get("/oauth/authorization/new", query_string=authorize_params).get_data(as_text=True)
+    assert f'<span class="client-name">{oauth_client.name[:59]}…</span>' in page and oauth_client.name[:60] not in page
+
+
+def test_consent_warns_that_another_users_app_named_itself(client, signed_in, other_user, pkce):
+    app = Client.registered_by_user(other_user, "Company Notes", [REDIRECT_URI])
+    page = client.get("/oauth/authorization/new", query_string={
+        "client_id": app.client_id, "redirect_uri": REDIRECT_URI, "response_type": "code",
+        "code_challenge": pkce[1], "code_challenge_method": "S256"}).get_data(as_text=True)
+    assert '<p class="warning">This name was <strong>chosen by mallory</strong>, another user of this server' in page
+    assert "Registered on this server by" not in page
+
+
 def test_consent_screen_cannot_be_framed_or_cached_and_does_not_restrict_form_action(client, signed_in, authorize_params):
     response = client.get("/oauth/authorization/new", query_string=authorize_params)
     assert response.headers["X-Frame-Options"] == "DENY"

@@ -561,6 +561,14 @@ def test_client_add_needs_a_redirect_uri_for_an_app_that_signs_people_in(env):
     assert keyfob(env, "client", "add", "cli tool", "--redirect-uri", "http://127.0.0.1:9/cb").returncode == 0
 
 
+def test_client_add_refuses_a_name_that_could_spoof_the_consent_page(env):
+    result = keyfob(env, "client", "add", "Keyfob (verified)", "--redirect-uri", "http://127.0.0.1:9/cb")
+    assert result.returncode == 1 and 'The app\'s name must not contain "Keyfob" or "verified"' in result.stderr
+    assert keyfob(env, "client", "add", "\u3164\u3164", "--confidential").stderr.startswith(
+        "Error: The app's name must have a visible letter.")
+    assert "No clients yet." in keyfob(env, "client", "list").stdout
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_db_upgrade_names_the_migrations_it_applied_or_says_none_was_pending(tmp_path, request, database):
     settings = {"KEYFOB_DATABASE_URL": request.getfixturevalue("new_postgresql_database")()} \

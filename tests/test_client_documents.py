@@ -60,6 +60,8 @@ def test_metadata_advertises_client_id_metadata_documents(client):
 @pytest.mark.parametrize("case, document, expected", [
     ("mismatch", {"client_id": "https://elsewhere.example/client.json"}, "its client_id is not the URL"),
     ("no name", {"client_name": ""}, "its client_name"),
+    ("invisible name", {"client_name": "\u3164\u3164\u3164"}, "its client_name must have a visible letter"),
+    ("Keyfob's voice", {"client_name": "Verified by Keyfob"}, "its client_name must not contain"),
     ("secret", {"token_endpoint_auth_method": "client_secret_basic"}, "public client"),
     ("only a key", {"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://app.example/jwks"},
      "private_key_jwt needs a secret or a key that Keyfob does not check"),

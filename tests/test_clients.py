@@ -41,6 +41,16 @@ def test_registration_strips_control_and_format_characters_from_the_name(client)
     assert body["client_name"] == "GoodApp"
 
 
+@pytest.mark.parametrize("name, description", [
+    ("\u3164\u3164\u3164", "client_name must have a visible letter"), ("\u200b\t", "client_name must have a visible letter"),
+    ("Reader\u0301\u0302\u0303\u0304", "client_name must not stack more than 2 combining marks on a character"),
+    ("✔ Verified by Keyfob. This app is part of Keyfob itself.", 'client_name must not contain "Keyfob" or "verified"')])
+def test_registration_refuses_a_name_that_could_spoof_the_consent_page(client, name, description):
+    response = client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"], "client_name": name})
+    assert response.status_code == 400 and response.json["error"] == "invalid_client_metadata"
+    assert response.json["error_description"].startswith(description) and Client.select().count() == 0
+
+
 def test_registration_accepts_a_255_character_name_and_refuses_256(client):
     ok = client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"], "client_name": "n" * 255})
     too_long = client.post("/oauth/clients", json={"redirect_uris": ["http://localhost/cb"], "client_name": "n" * 256})

@@ -1,13 +1,18 @@
 """The rules that live on the models: redirect matching, the sealed code, PKCE, tokens, users."""
 import dataclasses
+import json
+from pathlib import Path
 
+import argon2
 import peewee
 import pytest
 
 from peewee import IntegrityError
+from werkzeug.security import generate_password_hash
 
-from models import (DAY, AccessToken, AuthorizationCode, Client, RedeemedCode, RedirectTrust, Refused, User,
-                    canonical_scope, db, digest, driver_errors, now, s256, stored_row)
+from actions import PASSWORD
+from models import (DAY, AccessToken, AuditEvent, AuthorizationCode, Client, RedeemedCode, RedirectTrust, Refused, User,
+                    absent_user_digest, canonical_scope, db, digest, driver_errors, now, s256, stored_row)
 from oauth import MAX_PARAMETER_LENGTH
 from oauth.client_documents import MAX_URL_LENGTH
 
@@ -233,7 +238,37 @@ def test_user_authenticates_only_with_the_right_password(user):
     assert User.authenticate("alice", "correct horse battery staple") == user
     assert User.authenticate("alice", "wrong") is None and User.authenticate("nobody", "wrong") is None
     assert User.authenticate("alice", "correct horse battery staple\0") is None
-    assert User.get_by_id(user.id).password_digest.startswith(("scrypt:", "pbkdf2:"))
+    assert User.get_by_id(user.id).password_digest.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+def test_an_unknown_name_costs_the_same_argon2id_check_as_a_wrong_password(user):
+    assert argon2.extract_parameters(absent_user_digest()) == argon2.extract_parameters(user.password_digest)
+    assert absent_user_digest() == absent_user_digest() != user.password_digest
+
+
+EARLIER_DIGESTS = {"scrypt": lambda: generate_password_hash(PASSWORD, "scrypt"),
+                   "pbkdf2": lambda: generate_password_hash(PASSWORD, "pbkdf2:sha256:1000"),  # the format, cheaply
+                   "weaker argon2id": lambda: argon2.PasswordHasher(time_cost=1, memory_cost=8 * 1024).hash(PASSWORD)}
+
+
+@pytest.mark.parametrize("kind", EARLIER_DIGESTS)
+def test_a_digest_made_otherwise_is_made_anew_at_the_next_sign_in_and_only_then(app, kind):
+    earlier = User.create(username="alice", password_digest=EARLIER_DIGESTS[kind]())
+    assert User.authenticate("alice", "wrong password") is None
+    assert User.get_by_id(earlier.id).password_digest == earlier.password_digest
+    signed_in = User.authenticate("alice", PASSWORD)
+    stored = User.get_by_id(earlier.id).password_digest
+    assert signed_in == earlier and signed_in.password_digest == stored != earlier.password_digest
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and User.authenticate("alice", PASSWORD) == earlier
+    assert User.get_by_id(earlier.id).password_digest == stored  # made once
+    assert AuditEvent.select().count() == 0  # nothing about the account changed
+
+
+def test_a_rehash_never_undoes_a_password_changed_meanwhile(app):
+    proven = User.create(username="alice", password_digest=EARLIER_DIGESTS["scrypt"]())
+    User.get_by_id(proven.id).change_password("the operator's new one", by="operator")
+    proven.rehash_password(PASSWORD)  # a sign-in that checked the old digest just before the change
+    assert User.authenticate("alice", PASSWORD) is None and User.authenticate("alice", "the operator's new one")
 
 
 @pytest.fixture
@@ -331,9 +366,65 @@ def test_a_resource_servers_url_must_be_an_absolute_http_url(app, url):
 def test_an_app_refusal_carries_every_reason(app):
     with pytest.raises(Refused) as refusal:
         Client.validate_app("", ["ftp://x"], app_type="secret")
-    assert refusal.value.reasons == ["Give the app a name of at most 255 characters.",
+    assert refusal.value.reasons == ["The app's name must have a visible letter.",
                                      "ftp://x is not an https, http loopback or app URI without a fragment.",
                                      "Choose public or confidential."]
+
+
+def names_in(fixture):
+    """Every client_name a compatibility fixture sends, wherever it sends it."""
+    if isinstance(fixture, list):
+        return [name for value in fixture for name in names_in(value)]
+    if isinstance(fixture, dict):
+        return [fixture.get("client_name"), *names_in(list(fixture.values()))]
+    return []
+
+
+MATRIX_NAMES = sorted({name for path in (Path(__file__).parent / "clients").glob("*.json")
+                       for name in names_in(json.loads(path.read_text())) if name is not None})
+
+
+@pytest.mark.parametrize("name", [*MATRIX_NAMES, "MCP Client", "Claude \U0001f916", "Tie\u0302\u0301ng Vie\u0323\u0302t",
+                                  "कीं", "Zed\u200b", "Key fob manager", "n" * 255])
+def test_the_names_real_clients_send_are_accepted(name):
+    assert Client.checked_name(name) == name.replace("\u200b", "")
+
+
+def test_the_compatibility_matrix_names_are_all_checked():
+    assert {"Claude", "Claude Code", "ChatGPT", "Codex", "Cursor", "MCP Inspector", "Visual Studio Code"} <= set(MATRIX_NAMES)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("\u3164\u3164\u3164", "visible letter"), ("\uffa0\u115f\u1160", "visible letter"), ("   ", "visible letter"),
+    ("\u200b\u2060\u202e", "visible letter"), ("\u2800 \u3000 42 ✔", "visible letter"), ("", "visible letter"), (None, "visible letter"),
+    ("n" * 256, "at most 255 characters"), ("Zalgo\u0300\u0301\u0302", "2 combining marks"),
+    ("o\u0300\u0301\u0302", "2 combining marks"), ("A\u20dd\u20dd\u20dd", "2 combining marks"),
+    ("✔ Verified by Keyfob. This app is part of Keyfob itself", "Keyfob"), ("keyfob", "Keyfob"), ("KEYFOB", "Keyfob"),
+    ("ＫＥＹＦＯＢ", "Keyfob"), ("Ke\u200byfob", "Keyfob"), ("Unverified", "verified"), ("VÉRIFIED app", "verified"),
+    ("ᵛᵉʳⁱᶠⁱᵉᵈ", "verified")])
+def test_a_name_that_could_spoof_the_consent_page_is_refused(name, reason):
+    with pytest.raises(Refused, match=reason):
+        Client.checked_name(name)
+
+
+def test_every_way_a_client_gets_a_name_checks_it(app, user):
+    spoof = "Verified by Keyfob"
+    for register in (lambda: Client.validate_app(spoof, ["https://app.example/cb"]),
+                     lambda: Client.registered_by_user(user, spoof, ["https://app.example/cb"]),
+                     lambda: Client.registered_by_operator(spoof, [], confidential=True),
+                     lambda: Client.fields_from_document(CHATGPT["client_id"], {**CHATGPT, "client_name": spoof})):
+        with pytest.raises(Refused, match="Keyfob"):
+            register()
+    app = Client.registered_by_user(user, "Reports", ["https://app.example/cb"])
+    with pytest.raises(Refused, match="visible letter"):
+        app.change_app("\u3164", app.redirect_uris)
+    assert Client.get_by_id(app.id).name == "Reports" and Client.select().count() == 1
+
+
+@pytest.mark.parametrize("name, shown", [("n" * 60, "n" * 60), ("n" * 61, "n" * 59 + "…"),
+                                         ("a" * 58 + " " * 10, "a" * 58 + "…"), ("Claude", "Claude")])
+def test_the_consent_page_shows_at_most_60_characters_of_a_name(name, shown):
+    assert Client(name=name).shown_name == shown and len(shown) <= Client.SHOWN_NAME_LENGTH
 
 
 CHATGPT = {"client_id": "https://chatgpt.com/oauth/client.json", "client_name": "ChatGPT",

@@ -281,7 +281,7 @@ def clean_name(name):
 
 
 def sign_in_state(client, user):
-    """Sign the test client in (or out, with None) between examples: the sessions view costs 0.1 s of scrypt a time,
+    """Sign the test client in (or out, with None) between examples: the sessions view costs 0.05 s of argon2id a time,
     and the conftest `signed_in` fixture has proved it once. Consent redirects sign out on a loopback issuer."""
     with client.session_transaction() as session:
         if user:
@@ -500,7 +500,7 @@ def test_api_answers_hostile_credentials_with_a_bearer_challenge_and_keeps_the_t
 
 
 # Sign-in and the account pages: HTML, and a write only from a valid form with a valid CSRF token.
-@settings(properties, max_examples=10)  # each attempt with a username and a password costs 0.1 s of scrypt
+@settings(properties, max_examples=10)  # each attempt with a username and a password costs 0.05 s of argon2id
 @given(data=st.data())
 def test_sign_in_answers_hostile_credentials_with_a_page_and_signs_in_only_alice(client, actions, user, data):
     sign_in_state(client, None)

@@ -1,8 +1,9 @@
 """Sign-in and sign-out."""
 import pytest
+from werkzeug.security import generate_password_hash
 
 from actions import PASSWORD, Actions
-from models import Session, User
+from models import AuditEvent, Session, User
 
 
 def copied(app, client):
@@ -164,6 +165,15 @@ def test_signing_in_and_out_are_recorded_for_the_activity_page(client, actions, 
     actions.sign_in()
     page = client.get("/my/activity").text
     assert page.count("You signed in") == 2 and page.count("You signed out") == 1
+
+
+def test_signing_in_with_a_digest_of_an_earlier_version_stores_argon2id_and_records_only_the_sign_in(client, actions):
+    earlier = User.create(username="alice", password_digest=generate_password_hash(PASSWORD, "scrypt"))
+    assert actions.sign_in(password="wrong password").status_code == 401
+    assert User.get_by_id(earlier.id).password_digest == earlier.password_digest
+    assert actions.sign_in().status_code == 302 and client.get("/").status_code == 200  # the session has the new one
+    assert User.get_by_id(earlier.id).password_digest.startswith("$argon2id$")
+    assert [event.event for event in AuditEvent.select().order_by(AuditEvent.id)] == ["sign_in.failed", "signed_in"]
 
 
 class TestRecentSignIn:

@@ -53,7 +53,7 @@ class HeadlessProvider {
   }
   get redirectUrl() { return REDIRECT_URI; }
   get clientMetadata() {
-    return { client_name: "Keyfob TypeScript SDK test", redirect_uris: [REDIRECT_URI],
+    return { client_name: "TypeScript SDK test", redirect_uris: [REDIRECT_URI],
              grant_types: ["authorization_code"], response_types: ["code"], token_endpoint_auth_method: "none" };
   }
   state() { return (this.expectedState = crypto.randomUUID()); }
