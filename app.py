@@ -318,7 +318,7 @@ def register_error_handlers(app):
         """The database is down, restarting, or locked past SQLite's 10 s wait: say so, and reconnect next time."""
         app.logger.warning("Database unavailable on %s: %s", requested(), type(error).__name__)
         connections.lost()
-        g.user = None  # the page around the message must not ask the database who is signed in
+        g.signed_in = None  # the page around the message must not ask the database who is signed in
         return failure(503, "temporarily_unavailable", "The service is briefly unavailable; try again",
                        "Keyfob is briefly unavailable", "Its database is not answering. Try again in a few seconds.",
                        {"Retry-After": "5"})

@@ -759,10 +759,19 @@ class Client(BaseModel):
                 AuditEvent.record("client.deleted", self.owner, self, tokens=tokens, by=by)
 
     @classmethod
-    def pending(cls, up_to):
-        """How many self-registered clients never obtained a token, counting no further than up_to."""
-        unused = cls.select(cls.id).where(cls.naming_themselves() & cls.first_token_at.is_null()).limit(up_to)
-        return unused.count()
+    def make_room(cls, cap, at=None):
+        """Whether one more self-registered client fits under cap of those that never obtained a token; if it
+        would not, the oldest of them that is an hour old and no consent is waiting for goes first (what
+        housekeeping would sweep soon anyway), so no one registering in a loop locks registration for everyone."""
+        at = at or now()
+        unused = cls.naming_themselves() & cls.first_token_at.is_null()
+        if cls.select(cls.id).where(unused).limit(cap).count() < cap:
+            return True
+        evictable = (unused & (cls.created_at < at - cls.CONSENT_IN_FLIGHT_FOR)
+                     & ~fn.EXISTS(AccessToken.select(AccessToken.id).where(AccessToken.oauth_client == cls.id))
+                     & (cls.last_authorized_at.is_null() | (cls.last_authorized_at < at - cls.CONSENT_IN_FLIGHT_FOR)))
+        oldest = cls.select(cls.id).where(evictable).order_by(cls.created_at).limit(1)
+        return cls.delete().where(cls.id.in_(oldest)).execute() == 1
 
     @classmethod
     def sweep(cls, at=None):
@@ -861,10 +870,11 @@ class AccessToken(BaseModel):
         return token
 
     @classmethod
-    def authenticate(cls, token, idle_days=0, address=None, at=None):
+    def authenticate(cls, token, idle_days=0, address=None, at=None, audience=None):
         """The BearerToken a presented token stands for, else None; records its use (and address) at most once a
         minute. With idle_days, a token unused that long is refused and one in use expires that long after its last
-        use. Fixed SQL on the driver's cursor: every API call runs it; peewee's wrapper would double its cost."""
+        use. With audience (a test of the token's resource), a token for another resource is None, its use not
+        recorded. Fixed SQL on the driver's cursor: every API call runs it; peewee's wrapper would double its cost."""
         if not isinstance(token, str) or not token.startswith(SECRET) or len(token) > cls.MAX_LENGTH \
                 or not token.isascii():
             return None
@@ -878,7 +888,7 @@ class AccessToken(BaseModel):
         if row is None:
             return None
         at, last_use = at or now(), row[7] or row[6]
-        if idle_days and at - last_use >= idle_days * DAY:
+        if idle_days and at - last_use >= idle_days * DAY or audience and not audience(row[4]):
             return None
         if row[7] is None or at - row[7] >= cls.USE_RECORDED_EVERY:
             db.execute_sql(f"UPDATE access_tokens SET last_used_at = {db.param},"
@@ -1026,6 +1036,7 @@ class Session(BaseModel):
     password change or removing the user ends the session here, and a copied cookie ends with it."""
     user = ForeignKeyField(User, backref="sessions", on_delete="CASCADE")
     token_digest = CharField(max_length=64, unique=True)
+    user_check = CharField(max_length=16)  # the user's session_check at sign-in: a password changed since ends it
     signed_in_at = BigIntegerField(default=now, index=True)
     confirmed_at = BigIntegerField(default=now)  # the password last given: at sign-in, or to confirm an action
 
@@ -1040,7 +1051,7 @@ class Session(BaseModel):
         """A new session for user; the token for the cookie (only its digest is stored)."""
         token = secrets.token_urlsafe(32)
         with writing():
-            cls.create(user=user, token_digest=digest(token))
+            cls.create(user=user, token_digest=digest(token), user_check=user.session_check)
         return token
 
     @classmethod
@@ -1049,17 +1060,19 @@ class Session(BaseModel):
         if not isinstance(token, str) or len(token) != 43:
             return None
         cursor = db.execute_sql(
-            "SELECT sessions.id, sessions.signed_in_at, sessions.confirmed_at, users.* FROM sessions"
+            "SELECT sessions.id, sessions.user_check, sessions.signed_in_at, sessions.confirmed_at, users.* FROM sessions"
             f" JOIN users ON users.id = sessions.user_id WHERE sessions.token_digest = {db.param}"
             f" AND sessions.signed_in_at > {db.param}", (digest(token), (at or now()) - cls.LIFETIME))
         rows = cursor.fetchall()
         if not rows:
             return None
-        (session_id, signed_in_at, confirmed_at, *user_values), columns = rows[0], cursor.description[3:]
+        (session_id, user_check, signed_in_at, confirmed_at, *user_values), columns = rows[0], cursor.description[4:]
         fields = [User._meta.columns[column[0]] for column in columns]
         user = stored_row(User, {field.name: field.python_value(value) for field, value in zip(fields, user_values)})
-        return stored_row(cls, {"id": session_id, "user": user, "signed_in_at": signed_in_at,
-                                "confirmed_at": confirmed_at})
+        if not hmac.compare_digest(user_check, user.session_check):  # a sign-in that raced a password change
+            return None
+        return stored_row(cls, {"id": session_id, "user": user, "user_check": user_check,
+                                "signed_in_at": signed_in_at, "confirmed_at": confirmed_at})
 
     def end(self):
         Session.delete().where(Session.id == self.id).execute()
@@ -1074,8 +1087,11 @@ class Session(BaseModel):
         return 0 <= (at or now()) - self.confirmed_at < self.RECENT
 
     def confirm(self, password):
-        """Whether password is the user's; if it is, the session counts as recent again."""
+        """Whether password is the user's; if it is, the session counts as recent again, and if a wrong one was
+        given, the user's Activity says so."""
         if User.authenticate(self.user.username, password) is None:
+            if password:
+                AuditEvent.record("password.confirm_failed", self.user)
             return False
         self.confirmed_at = now()
         with writing():

@@ -11,6 +11,7 @@ def up(migrator, db):
     class Session(Model):
         user = ForeignKeyField(User, on_delete="CASCADE")
         token_digest = CharField(max_length=64, unique=True)
+        user_check = CharField(max_length=16)
         signed_in_at = BigIntegerField(index=True)
         confirmed_at = BigIntegerField()
 

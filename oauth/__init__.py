@@ -33,12 +33,18 @@ class ViewLimiter(Limiter):
 
 def address_bucket():
     """Whom a per-address limit counts: the address, or an IPv6 address's /64, which one host or home usually
-    has whole (each of its addresses counted alone would multiply every limit by 2^64)."""
-    address = get_remote_address()
+    has whole (each of its addresses counted alone would multiply every limit by 2^64); an IPv4 client that
+    reaches a dual-stack socket as ::ffff:a.b.c.d is its IPv4 address."""
+    address = get_remote_address() or ""
     try:
-        return str(ipaddress.IPv6Network(f"{address}/64", strict=False)) if ":" in address else address
+        ip = ipaddress.ip_address(address.partition("%")[0])
     except ValueError:
         return address
+    if ip.version == 4:
+        return address
+    if ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
 
 
 limiter = ViewLimiter(address_bucket)

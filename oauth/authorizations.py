@@ -7,7 +7,7 @@ from models import (CODE_CHALLENGE, LOOPBACK_HOSTS, SCOPES, AuditEvent, Authoriz
                     app_scheme, canonical_scope, destination, is_document_url, loopback_parts)
 from oauth import (OAuthError, find_resource, forbid_caching, is_parameter, issuer, limiter, optional_param,
                    redirect_trust, request_params, resource_servers, resources, with_query)
-from oauth.authentication import current_user, require_sign_in, sign_out
+from oauth.authentication import current_user, password_guesses, password_refusal, require_sign_in, sign_out
 from oauth.client_documents import client_for
 
 bp = Blueprint("authorizations", __name__)
@@ -32,28 +32,37 @@ def new():
     if grant is None:
         return require_sign_in()
     g.client.record_authorization()
-    return render_template("authorizations/new.html", client=g.client, grant=grant, state=g.get("state"),
-                           redirect=urlsplit(g.redirect_uri), redirect_app=app_scheme(g.redirect_uri),
-                           redirect_is_local=loopback_parts(g.redirect_uri) is not None,
-                           signs_out=urlsplit(issuer()).hostname in LOOPBACK_HOSTS,
-                           resource_name=resources()[grant["resource"]],
-                           scope_words=[SCOPES[word] for word in grant["scope"].split(" ")])
+    return consent_page(grant)
 
 
 @bp.post("/oauth/authorization")
 @limiter.limit("60/minute", exempt_when=lambda: not names_document())
+@password_guesses
 def create():
-    """Approve or deny the request: redirect to the client with a code or access_denied (RFC 6749 §4.1.2)."""
+    """Approve or deny the request: redirect to the client with a code or access_denied (RFC 6749 §4.1.2). A token
+    outlives the session: approving asks for the password again if it was last given more than 10 minutes ago."""
     grant = signed_in_request()
     if grant is None:
         raise OAuthError("access_denied", "The user is not signed in")
     if request.form.get("decision") != "approve":
         AuditEvent.record("consent.denied", current_user(), g.client, scope=grant["scope"])
         raise OAuthError("access_denied", "The user denied the request")
+    refusal = password_refusal()
+    if refusal:
+        return consent_page(grant, refusal), 401
     AuditEvent.record("consent.granted", current_user(), g.client, scope=grant["scope"], resource=grant["resource"])
     code = AuthorizationCode(user_id=current_user().id, user_check=current_user().session_check, **grant)
     g.client.record_authorization()
     return redirect_to_client(code=code.seal(), state=g.get("state"))
+
+
+def consent_page(grant, error=None):
+    return render_template("authorizations/new.html", client=g.client, grant=grant, state=g.get("state"),
+                           redirect=urlsplit(g.redirect_uri), redirect_app=app_scheme(g.redirect_uri),
+                           redirect_is_local=loopback_parts(g.redirect_uri) is not None,
+                           signs_out=urlsplit(issuer()).hostname in LOOPBACK_HOSTS,
+                           resource_name=resources()[grant["resource"]], error=error,
+                           scope_words=[SCOPES[word] for word in grant["scope"].split(" ")])
 
 
 def signed_in_request():

@@ -8,7 +8,7 @@ bp = Blueprint("clients", __name__)
 bp.after_request(forbid_caching)
 
 DEFAULT_NAME = "MCP Client"
-PENDING_RETRY_AFTER = 60 * 60  # housekeeping looks hourly, and sweeps what is a day old
+PENDING_RETRY_AFTER = 10 * 60  # within the hour, the oldest unused client makes way for the next
 
 
 @bp.post("/register")  # where clients that ignore the metadata look (README: compatibility)
@@ -25,10 +25,9 @@ def create():
 
 
 def require_room():
-    """No more than MAX_PENDING_CLIENTS self-registered clients waiting for their first token: past that, anyone
-    registering in a loop is filling the database, and everyone waits for housekeeping."""
-    cap = current_app.config["MAX_PENDING_CLIENTS"]
-    if Client.pending(cap) >= cap:
+    """No more than MAX_PENDING_CLIENTS self-registered clients waiting for their first token (the oldest idle one
+    makes way for a new one); only when all of them are younger than an hour does registration wait."""
+    if not Client.make_room(current_app.config["MAX_PENDING_CLIENTS"]):
         raise OAuthError("slow_down", "Too many registered clients have never obtained a token; try again later",
                          status=429, headers={"Retry-After": str(PENDING_RETRY_AFTER)})
 

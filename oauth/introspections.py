@@ -19,8 +19,8 @@ def create():
     token = params.get("token")
     if not isinstance(token, str) or not token:
         raise OAuthError("invalid_request", "Missing or malformed parameter: token")
-    bearer = AccessToken.authenticate(token, idle_token_days())
-    if bearer is None or not resource_server.serves(bearer.resource):
+    bearer = AccessToken.authenticate(token, idle_token_days(), audience=resource_server.serves)
+    if bearer is None:
         return {"active": False}
     claims = {"active": True, "scope": bearer.scope, "client_id": bearer.client_id, "username": bearer.username,
               "sub": str(bearer.user_id), "aud": bearer.resource, "iat": bearer.created_at,

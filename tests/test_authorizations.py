@@ -1,8 +1,8 @@
 """The authorization endpoint: consent, and errors that never leave for an unvalidated redirect."""
 import pytest
 
-from actions import REDIRECT_URI, Actions
-from models import Client
+from actions import PASSWORD, REDIRECT_URI, Actions
+from models import Client, Session, now
 
 
 def test_authorization_asks_a_signed_out_user_to_sign_in_first(client, user, authorize_params):
@@ -331,3 +331,26 @@ def test_a_client_asks_for_no_more_than_the_scope_it_registered(client, signed_i
         "error": "invalid_scope", "error_description": "This client registered for read only", "state": None,
         "iss": None}
     assert client.get("/authorize", query_string={**authorize_params, "scope": "read"}).status_code in (200, 302)
+
+
+class TestAnOldSignIn:
+    """A token outlives the session: approving more than 10 minutes after the password was last given asks for
+    it again, on the consent page itself, so a stolen cookie alone cannot connect an app."""
+
+    @pytest.fixture(autouse=True)
+    def aged(self, signed_in):
+        Session.update(confirmed_at=now() - 11 * 60).execute()
+
+    def test_approving_needs_the_password_again(self, client, actions, authorize_params):
+        page = client.get("/oauth/authorization/new", query_string=authorize_params)
+        assert 'name="current_password"' in page.text and "approving needs your password again" in page.text
+        form = {**authorize_params, "csrf_token": actions.csrf_token(page)}
+        refused = client.post("/oauth/authorization", data={**form, "decision": "approve", "current_password": "no"})
+        assert refused.status_code == 401 and refused.location is None
+        assert "That password is not right." in refused.text and 'name="current_password"' in refused.text
+        approved = client.post("/oauth/authorization", data={**form, "decision": "approve",
+                                                             "current_password": PASSWORD})
+        assert "code" in actions.query(approved)
+
+    def test_denying_needs_no_password(self, client, actions, authorize_params):
+        assert actions.query(actions.approve(authorize_params, "deny"))["error"] == "access_denied"

@@ -62,6 +62,8 @@ def test_metadata_advertises_client_id_metadata_documents(client):
     ("no name", {"client_name": ""}, "its client_name"),
     ("invisible name", {"client_name": "\u3164\u3164\u3164"}, "its client_name must have a visible letter"),
     ("Keyfob's voice", {"client_name": "Verified by Keyfob"}, "its client_name must not contain"),
+    ("long name", {"client_name": "n" * 101}, "its client_name must be at most 100 characters long"),
+    ("six redirects", {"redirect_uris": [f"http://127.0.0.1/{n}" for n in range(6)]}, "must list 1 to 5"),
     ("secret", {"token_endpoint_auth_method": "client_secret_basic"}, "public client"),
     ("only a key", {"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://app.example/jwks"},
      "private_key_jwt needs a secret or a key that Keyfob does not check"),

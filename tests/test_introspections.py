@@ -48,6 +48,7 @@ def test_a_token_bound_to_any_other_resource_is_inactive(client, resource_server
     """A resource server learns about the tokens meant for it, and about no one else's (RFC 7662 §2.2)."""
     token = AccessToken.issue(user, oauth_client if resource else None, resource=resource)
     assert introspect(client, resource_server, token.token).json == {"active": False}
+    assert AccessToken.get_by_id(token.id).last_used_at is None  # nor does it count as a use of the token
     elsewhere = Client.registered_by_operator("Elsewhere", [], resource_server="http://127.0.0.1:8002/mcp")
     assert introspect(client, elsewhere, token.token).json["active"] is (resource == elsewhere.resource_server)
 

@@ -138,6 +138,14 @@ def test_signing_out_everywhere_needs_a_csrf_token(client, actions, signed_in):
     assert client.post("/my/sessions/end").status_code == 400 and client.get("/").status_code == 200
 
 
+def test_a_sign_in_that_raced_a_password_change_ends_with_it(app, user):
+    """The sign-in checked the old password, then the change ended every session, then the sign-in made its row."""
+    checked_the_old_password = User.get_by_id(user.id)
+    User.get_by_id(user.id).change_password("a new password")
+    token = Session.start(checked_the_old_password)
+    assert Session.find(token) is None
+
+
 def test_removing_a_user_ends_their_sessions(app, client, signed_in):
     User.named("alice").remove()
     assert Session.select().count() == 0 and client.get("/").location == "/session/new"
@@ -207,9 +215,28 @@ class TestPasswordGuessesAgain:
     def config(self, config):
         return {**config, "RATELIMIT_ENABLED": True}
 
-    def test_ten_wrong_passwords_a_minute_then_a_pause(self, client, actions, signed_in):
+    def test_ten_wrong_passwords_a_minute_from_an_address_then_a_pause(self, app, client, actions, user,
+                                                                       password_digest):
+        """Three accounts' stolen cookies used from one address: 4 + 4 + 2 guesses, then the address waits."""
+        User.create(username="mallory", password_digest=password_digest)
+        User.create(username="carol", password_digest=password_digest)
+        answers = []
+        for name, guesses in (("alice", 4), ("mallory", 4), ("carol", 3)):
+            browser = Actions(app.test_client())
+            browser.sign_in(name)
+            Session.update(confirmed_at=Session.confirmed_at - 11 * 60).execute()
+            form = {"description": "x", "scope": "read", "current_password": "guess",
+                    "csrf_token": browser.csrf_token(browser.client.get("/my/access_tokens"))}
+            answers += [browser.client.post("/my/access_tokens", data=form).status_code for _ in range(guesses)]
+        assert answers == [401] * 10 + [429]
+
+    def test_five_wrong_passwords_a_minute_for_an_account_from_any_address_and_each_is_on_its_activity(
+            self, client, actions, signed_in):
         Session.update(confirmed_at=Session.confirmed_at - 11 * 60).execute()
         form = {"description": "x", "scope": "read", "csrf_token": actions.csrf_token(client.get("/my/access_tokens")),
                 "current_password": "guess"}
-        answers = [client.post("/my/access_tokens", data=form).status_code for _ in range(11)]
-        assert answers == [401] * 10 + [429]
+        answers = [client.post("/my/access_tokens", data=form, environ_base={"REMOTE_ADDR": f"198.51.100.{n}"})
+                   .status_code for n in range(6)]
+        assert answers == [401] * 5 + [429]
+        assert AuditEvent.select().where(AuditEvent.event == "password.confirm_failed").count() == 5
+        assert "A wrong password was given to confirm an action" in client.get("/my/activity").text
