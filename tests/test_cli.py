@@ -189,7 +189,7 @@ def test_user_password_sets_a_password_the_user_signs_in_with_and_ends_the_old_o
     result = keyfob(env, "user", "password", "alice", typed=f"{piped}\n{piped}\n")
     assert result.returncode == 0 and result.stdout == "Set a new password for alice; their sessions have ended.\n"
     app = instance_app()
-    assert [(event.event, event.details) for event in AuditEvent.recent(1)] == [("password.changed", {"by": "operator"})]
+    assert [(event.event, event.details) for event in AuditEvent.recent(1)] == [("password.changed", {"sessions": 0, "by": "operator"})]
     assert signs_in(app, "alice", piped) and not signs_in(app, "alice", "password1")
     code, shown = at_terminal(env, "user", "password", "alice", answers=["correct horse ½", "correct horse ½"])
     assert code == 0 and "New password for alice: \nRepeat for confirmation: \nSet a new password" in shown
