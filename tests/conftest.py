@@ -1,3 +1,4 @@
+import fcntl
 import itertools
 import json
 import os
@@ -213,10 +214,18 @@ def anyio_backend():
 
 @pytest.fixture(scope="session")
 def node_modules():
-    """tests/ts/node_modules (the MCP TypeScript SDK client), installed from package-lock.json once per session."""
-    installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=Path(__file__).parent / "ts",
-                               capture_output=True, text=True, timeout=300)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    """tests/ts/node_modules (the MCP TypeScript SDK client), installed from package-lock.json once per test run:
+    with pytest-xdist, the first worker to need it installs it, and the others wait and use it."""
+    folder, run = Path(__file__).parent / "ts", os.environ.get("PYTEST_XDIST_TESTRUNUID", f"pid {os.getpid()}")
+    with open(folder / "node_modules.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        if lock.read() != run:
+            installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True,
+                                       text=True, timeout=300)
+            assert installed.returncode == 0, installed.stdout + installed.stderr
+            lock.truncate(0)
+            lock.write(run)
 
 
 @pytest.fixture(scope="module")
