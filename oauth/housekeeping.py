@@ -37,6 +37,6 @@ def run(app):
         return
     if swept:
         clients, idle_tokens = swept
+        removed = "".join(f" {client_id} ({printable_name(name)})" for client_id, name in clients)
         app.logger.info("Housekeeping removed %d self-registered client(s) that never obtained a token%s; %d idle "
-                           "token(s)", len(clients), "".join(f" {client_id} ({printable_name(name)})"
-                                                             for client_id, name in clients), idle_tokens)
+                        "token(s)", len(clients), removed, idle_tokens)
