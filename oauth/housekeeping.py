@@ -35,8 +35,8 @@ def run(app):
     except Exception:
         app.logger.exception("Housekeeping failed; a process will try again within the hour")
         return
-    if swept:
-        clients, idle_tokens = swept
+    clients, idle_tokens = swept or ([], 0)
+    if clients or idle_tokens:
         removed = "".join(f" {client_id} ({printable_name(name)})" for client_id, name in clients)
         app.logger.info("Housekeeping removed %d self-registered client(s) that never obtained a token%s; %d idle "
                         "token(s)", len(clients), removed, idle_tokens)

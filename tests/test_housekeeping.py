@@ -200,3 +200,14 @@ def test_gunicorn_workers_sweep_by_themselves_once_a_day(env, seeded, instance_d
         for _ in range(10):
             httpx2.get(f"{base}/session/new")
         assert Housekeeping.get_by_id("sweep").last_run_at == swept_at
+
+
+def test_serve_says_nothing_when_there_is_nothing_to_sweep(env, instance_app, instance_database):
+    instance = Path(env["KEYFOB_INSTANCE_PATH"])
+    with keyfob_serving(instance, users=(), settings=instance_database) as base:
+        httpx2.get(f"{base}/session/new")
+        deadline = time.monotonic() + TIMEOUT
+        while Housekeeping.select().count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert Housekeeping.select().count() == 1  # it looked, and swept nothing
+    assert "Housekeeping" not in (instance / "serve.log").read_text()
