@@ -45,7 +45,8 @@ def create_app(config=None):
     configure_secret_keys(app)
     open_database(app)
     serve_pages_and_endpoints(app)
-    absent_user_digest()  # now, or the first sign-in with an unknown name would be slower than a wrong password
+    if app.config.get("SERVES_REQUESTS", True):  # the other `keyfob` commands sign no one in
+        absent_user_digest()  # now, or the first sign-in with an unknown name would be slower than a wrong password
     return app
 
 

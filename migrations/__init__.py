@@ -25,6 +25,16 @@ def upgrade(database):
     return versions.up()
 
 
+def add_columns(db, table, columns):
+    """ALTER TABLE … ADD COLUMN for each of columns ({name: definition}) the table does not have yet: a database
+    from before migrations may have some already. Plain ADD COLUMN, which SQLite and PostgreSQL both run in place:
+    peewee's SQLite migrator would rebuild the table, and dropping the old one would cascade to every token."""
+    existing = {column.name for column in db.get_columns(table)}
+    for name, definition in columns.items():
+        if name not in existing:
+            db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+
+
 def version(database):
     """The schema version (the number of the last migration applied, 0 for none) and how many are pending."""
     status = runner(database).status()

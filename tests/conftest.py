@@ -4,6 +4,7 @@ import json
 import os
 import secrets
 import ssl
+import tempfile
 import subprocess
 import sys
 import threading
@@ -17,12 +18,17 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from actions import ISSUER, PASSWORD, REDIRECT_URI, Actions
 from app import create_app
 from live import (DOCUMENT_CALLBACK, MCP_SERVER_EXAMPLE, Documents, certificate, example_serving, free_port,
                   keyfob_serving)
 from models import AccessToken, Client, User, db, s256
+
+# Hypothesis keeps its examples and the constants it reads from the source (with this machine's paths) out of the
+# project folder.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "keyfob-hypothesis")
 
 POSTGRESQL = "postgresql://postgres@127.0.0.1:5432"
 DATABASES = ("sqlite", "postgresql")
