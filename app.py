@@ -1,6 +1,7 @@
 """Keyfob's application: create_app() and what it sets up, in the order it sets it up."""
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import secrets
@@ -33,13 +34,15 @@ STRING_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "ISSUER", "DATABASE_URL
 CHECKPOINT_PAGES = 10_000  # a request that commits past this copies the log into the file; `serve` does it sooner
 HTTP_ERRORS = {401: "invalid_client", 404: "not_found", 413: "invalid_request", 429: "slow_down",
                503: "temporarily_unavailable"}
-PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; frame-ancestors 'none';"
-            " base-uri 'none'")
+SECURE_HEADERS = [("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin")]
+JSON_HEADERS = [*SECURE_HEADERS, ("Content-Security-Policy", "frame-ancestors 'none'")]
+PAGE_HEADERS = [*SECURE_HEADERS, ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self';"
+                                  " img-src 'self'; frame-ancestors 'none'; base-uri 'none'")]
 
 
 def create_app(config=None):
     """The app, from the environment's KEYFOB_ settings and then `config` (tests pass a dict, as flaskr's do)."""
-    app = Flask(__name__, instance_path=os.path.abspath(os.environ.get("KEYFOB_INSTANCE_PATH", "instance")))
+    app = Keyfob(__name__, instance_path=os.path.abspath(os.environ.get("KEYFOB_INSTANCE_PATH", "instance")))
     os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
     load_settings(app, config)
     configure_secret_keys(app)
@@ -48,6 +51,17 @@ def create_app(config=None):
     if app.config.get("SERVES_REQUESTS", True):  # the other `keyfob` commands sign no one in
         absent_user_digest()  # now, or the first sign-in with an unknown name would be slower than a wrong password
     return app
+
+
+class Keyfob(Flask):
+    """Flask, telling a plain function from an async one by its code flags: Flask asks inspect for every hook
+    and view of every request, and Keyfob has no async ones."""
+
+    def ensure_sync(self, func):
+        code = getattr(func, "__code__", None)
+        if code is not None and not code.co_flags & inspect.CO_COROUTINE:
+            return func
+        return super().ensure_sync(func)
 
 
 # ---- Settings --------------------------------------------------------------------------------------------------
@@ -169,7 +183,6 @@ def open_database(app):
         prepare_database(app)
     if app.config.get("CHECKPOINT_SECONDS") and isinstance(db.obj, SqliteDatabase):
         checkpoint_often(app, app.config["CHECKPOINT_SECONDS"])
-    app.before_request(connections.open)
 
 
 def connect(url):
@@ -232,7 +245,9 @@ class Connections:
 
     def open(self):
         opened_after = getattr(self.local, "outages", None)  # None: opened outside a request, e.g. at start
-        if not db.is_closed() and (not db.is_connection_usable() or opened_after not in (None, self.outages)):
+        if opened_after in (None, self.outages) and db.obj.is_connection_usable():
+            return
+        if not db.is_closed():
             with contextlib.suppress(Exception):
                 db.close()
         if db.connect(reuse_if_open=True):
@@ -252,7 +267,6 @@ def serve_pages_and_endpoints(app):
     app.session_interface = CookieSessions()
     limiter.init_app(app)
     csrf.init_app(app)
-    allow_cross_origin(app)
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)
         if module.bp.name in MACHINE_ENDPOINTS:
@@ -262,9 +276,35 @@ def serve_pages_and_endpoints(app):
     app.url_map.merge_slashes = False
     register_error_handlers(app)
     app.after_request(secure_headers)
-    housekeeping.keep(app)
+    hook_where_concerned(app, check_csrf=taken_csrf_hook(app), add_cors=cross_origin(app),
+                         look=housekeeping.look_hourly(app))
     if app.config.get("LOG_AUDIT_EVENTS", True):  # `keyfob` commands other than serve: the table is their record
         log_audit_events()
+
+
+def hook_where_concerned(app, check_csrf, add_cors, look):
+    """Each hook runs only on the requests it concerns, from Flask's per-blueprint hook lists (where a blueprint's
+    own hooks go): a database connection and the housekeeping look for every blueprint, the CSRF check for pages,
+    CORS for the machine endpoints. A request no blueprint serves (a missing page, a static file) runs none."""
+    for blueprint in app.blueprints:
+        machine = blueprint in MACHINE_ENDPOINTS
+        before = [connections.open, *([look] if look else []), *([] if machine else [check_csrf])]
+        app.before_request_funcs.setdefault(blueprint, []).extend(before)
+        if machine:
+            app.after_request_funcs.setdefault(blueprint, []).append(add_cors)
+    if app.before_request_funcs.get(None) or app.after_request_funcs[None] != [secure_headers]:
+        raise RuntimeError("A hook runs on every request: see app.hook_where_concerned")
+
+
+def taken_csrf_hook(app):
+    """Flask-WTF's CSRF check, which csrf.init_app registered for every request (checked against Flask-WTF 1.2;
+    tests/test_app.py fails if that changes), taken back to run on pages alone."""
+    hooks = app.before_request_funcs[None]
+    check = next((hook for hook in hooks if hook.__module__ == "flask_wtf.csrf"), None)
+    if check is None:
+        raise RuntimeError("Flask-WTF registered no CSRF hook: see app.taken_csrf_hook")
+    hooks.remove(check)
+    return check
 
 
 class CookieSessions(SecureCookieSessionInterface):
@@ -274,7 +314,13 @@ class CookieSessions(SecureCookieSessionInterface):
     def open_session(self, app, request):
         if is_machine_request():
             return self.make_null_session(app)
+        if app.config["SESSION_COOKIE_NAME"] + "=" not in request.environ.get("HTTP_COOKIE", ""):
+            return self.session_class()  # no cookie to read: an empty session, as Flask's would be
         return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        if session or session.modified or session.accessed:  # else Flask's would set no cookie and no Vary
+            super().save_session(app, session, response)
 
     def get_signing_serializer(self, app):
         keys = (app.secret_key, *(app.config["SECRET_KEY_FALLBACKS"] or ()))
@@ -285,8 +331,8 @@ class CookieSessions(SecureCookieSessionInterface):
         return serializer
 
 
-def allow_cross_origin(app):
-    """CORS on the machine endpoints, for requests that carry an Origin: flask-cors answers nothing else
+def cross_origin(app):
+    """CORS for the machine endpoints, for requests that carry an Origin: flask-cors answers nothing else
     (always_send=False), and matching every request's path against its resources would cost each bearer
     check about 10 µs for nothing."""
     CORS(app, resources={f"^{path}.*" if path.endswith("/") else f"^{path}$": {}
@@ -297,8 +343,8 @@ def allow_cross_origin(app):
     # in the list (checked against flask-cors 6.0; tests/test_app.py fails if that changes).
     add_headers = app.after_request_funcs[None].pop()
     if add_headers.__module__ != "flask_cors.extension":
-        raise RuntimeError(f"flask-cors registered {add_headers!r}, not its hook: see app.allow_cross_origin")
-    app.after_request(lambda response: add_headers(response) if "HTTP_ORIGIN" in request.environ else response)
+        raise RuntimeError(f"flask-cors registered {add_headers!r}, not its hook: see app.cross_origin")
+    return lambda response: add_headers(response) if "HTTP_ORIGIN" in request.environ else response
 
 
 def register_error_handlers(app):
@@ -351,11 +397,8 @@ def requested():
 def secure_headers(response):
     """Deny framing everywhere (clickjacking on consent); pages get a strict CSP with no form-action,
     which Chrome would apply to the consent form's redirect to the client's loopback port."""
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    response.headers["Content-Security-Policy"] = (
-        "frame-ancestors 'none'" if response.mimetype == "application/json" else PAGE_CSP)
+    json = response.headers.get("Content-Type", "").startswith("application/json")
+    response.headers.extend(JSON_HEADERS if json else PAGE_HEADERS)
     return response
 
 

@@ -1,14 +1,12 @@
 """What every endpoint shares: which are machine endpoints, the one error type, parameter reading, the
 issuer, caching, CSRF and the limiter."""
-import ipaddress
 from urllib.parse import urlencode
 
 from flask import current_app, g, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
 from models import Client
+from oauth.limits import limiter  # noqa: F401 (the views' limiter)
 
 # The machine endpoints, by blueprint and path: clients and resource servers call them with a token or client
 # credentials, never a cookie. They open no session, need no CSRF token, answer errors as JSON and allow any
@@ -19,35 +17,6 @@ MACHINE_ENDPOINTS = {"api": ("/api/",), "clients": ("/oauth/clients", "/register
 MACHINE_PATHS = tuple(path for paths in MACHINE_ENDPOINTS.values() for path in paths)
 MAX_PARAMETER_LENGTH = 2048
 
-
-class ViewLimiter(Limiter):
-    """A limiter that checks limits only in the views they decorate: its middleware pass would cost
-    every request, the bearer path included, about 0.1 ms for nothing, as no limit applies app-wide.
-    `_check_request_limit` is Flask-Limiter's own hook, checked against Flask-Limiter 4.1
-    (tests/test_app.py fails if its name or parameters change)."""
-
-    def _check_request_limit(self, callable_name=None, in_middleware=True):
-        if not in_middleware:
-            super()._check_request_limit(callable_name, in_middleware)
-
-
-def address_bucket():
-    """Whom a per-address limit counts: the address, or an IPv6 address's /64, which one host or home usually
-    has whole (each of its addresses counted alone would multiply every limit by 2^64); an IPv4 client that
-    reaches a dual-stack socket as ::ffff:a.b.c.d is its IPv4 address."""
-    address = get_remote_address() or ""
-    try:
-        ip = ipaddress.ip_address(address.partition("%")[0])
-    except ValueError:
-        return address
-    if ip.version == 4:
-        return address
-    if ip.ipv4_mapped:
-        return str(ip.ipv4_mapped)
-    return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
-
-
-limiter = ViewLimiter(address_bucket)
 csrf = CSRFProtect()
 
 

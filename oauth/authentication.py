@@ -89,16 +89,17 @@ def require_token(scope):
     def decorator(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            scheme, _, token = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
             if token_outside_header():
                 return challenge(400, "invalid_request", "Send the access token in the Authorization header only")
             if scheme.lower() != "bearer":
                 return challenge(401, scope=needed)
-            g.access_token = AccessToken.authenticate(token, idle_token_days(), request.remote_addr)
-            if g.access_token is None or g.access_token.resource not in (None, issuer()):
+            bearer = AccessToken.authenticate(token, idle_token_days(), request.remote_addr)
+            if bearer is None or bearer.resource not in (None, issuer()):
                 return challenge(401, "invalid_token", "The access token is invalid, revoked, or for another resource")
-            if canonical_scope(f"{g.access_token.scope} {scope}") != g.access_token.scope:
+            if canonical_scope(f"{bearer.scope} {scope}") != bearer.scope:
                 return challenge(403, "insufficient_scope", f"The access token does not grant {scope}", scope=needed)
+            g.access_token = bearer
             return view(*args, **kwargs)
         return machine_endpoint(wrapper)
     return decorator
@@ -106,8 +107,9 @@ def require_token(scope):
 
 def token_outside_header():
     """RFC 6750 §2.2 and §2.3 ways of sending a token, which Keyfob refuses (they end up in logs)."""
-    in_query = request.query_string and "access_token" in request.args
-    return in_query or (request.content_type and request.mimetype == "application/x-www-form-urlencoded"
+    environ = request.environ
+    in_query = environ.get("QUERY_STRING") and "access_token" in request.args
+    return in_query or (environ.get("CONTENT_TYPE") and request.mimetype == "application/x-www-form-urlencoded"
                         and "access_token" in request.form)
 
 

@@ -10,13 +10,13 @@ from models import db, printable_name, sweep_if_due
 LOOK_EVERY = 60 * 60
 
 
-def keep(app):
-    """Look when the process answers its first request, then hourly. Off under TESTING unless asked for."""
+def look_hourly(app):
+    """A request hook that looks when the process answers its first request, then hourly; None under TESTING
+    unless asked for."""
     if app.testing and not app.config.get("HOUSEKEEPING"):
-        return
+        return None
     next_look, lock = [0.0], threading.Lock()
 
-    @app.before_request
     def look():
         if time.monotonic() < next_look[0]:
             return
@@ -25,6 +25,7 @@ def keep(app):
                 return
             next_look[0] = time.monotonic() + LOOK_EVERY
         threading.Thread(target=run, args=(app,), name="keyfob-housekeeping", daemon=True).start()
+    return look
 
 
 def run(app):

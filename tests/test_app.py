@@ -1,18 +1,16 @@
 """The application factory: configuration, the instance secret, what every response carries."""
 import ast
-import inspect
 import os
 import threading
 from pathlib import Path
 
 import pytest
 from flask import request
-from flask_limiter import Limiter
 
 import app as app_module
 from app import create_app, instance_secret
 from models import absent_user_digest
-from oauth import limiter
+from oauth import MACHINE_ENDPOINTS
 
 
 def test_instance_secret_is_generated_once_even_when_processes_start_together(tmp_path):
@@ -89,12 +87,15 @@ def test_wrong_methods_answer_an_oauth_error(client):
     assert response.status_code == 405 and response.json["error"] == "invalid_request"
 
 
-def test_the_limiter_overrides_flask_limiters_own_request_hook(config, app):
-    """ViewLimiter overrides Flask-Limiter's private _check_request_limit (checked against 4.1): if its name or
-    parameters change, or init_app stops registering it, every limit would silently apply twice or never."""
-    limited = create_app({**config, "RATELIMIT_ENABLED": True})
-    assert list(inspect.signature(Limiter._check_request_limit).parameters) == ["self", "callable_name", "in_middleware"]
-    assert limiter._check_request_limit in limited.before_request_funcs[None]
+def test_hooks_run_only_on_the_requests_they_concern(app):
+    """No hook runs on a request no blueprint serves; pages check CSRF, machine endpoints answer CORS."""
+    assert None not in app.before_request_funcs or not app.before_request_funcs[None]
+    assert [hook.__name__ for hook in app.after_request_funcs[None]] == ["secure_headers"]
+    for blueprint in app.blueprints:
+        modules = {hook.__module__ for hook in app.before_request_funcs[blueprint]}
+        assert ("flask_wtf.csrf" in modules) is (blueprint not in MACHINE_ENDPOINTS), blueprint
+        cors = [hook for hook in app.after_request_funcs.get(blueprint, []) if "cross_origin" in hook.__qualname__]
+        assert bool(cors) is (blueprint in MACHINE_ENDPOINTS), blueprint
 
 
 def test_cors_runs_only_for_requests_with_an_origin_and_only_on_machine_endpoints(client):
