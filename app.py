@@ -9,9 +9,9 @@ import tempfile
 import threading
 import time
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from flask import Flask, g, render_template, request
+from flask import Flask, Request, Response, g, render_template, request
 from markupsafe import Markup
 from flask.sessions import SecureCookieSessionInterface
 from flask_cors import CORS
@@ -22,16 +22,18 @@ from werkzeug.exceptions import HTTPException
 import migrations
 from models import (AuditEvent, RedirectTrust, SecretKeyCheck, absent_user_digest, db, is_resource_url, scope_words,
                     when)
-from oauth import MACHINE_ENDPOINTS, MACHINE_PATHS, OAuthError, csrf, is_machine_request, limiter, machine_endpoint
+from oauth import MACHINE_ENDPOINTS, MACHINE_PATHS, OAuthError, csrf, is_machine_request, machine_endpoint
 from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, housekeeping,
                    introspections, metadata, passwords, revocations, sessions, tokens)
+from oauth.limits import limiter
 
 BLUEPRINTS = (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, introspections,
               metadata, passwords, revocations, sessions, tokens)
 TRUST_SETTINGS = ("TRUSTED_REDIRECT_SCHEMES", "TRUSTED_REDIRECT_HOSTS")
 STRING_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "ISSUER", "DATABASE_URL", "RATELIMIT_STORAGE_URI",
                    "RESOURCES", *TRUST_SETTINGS)
-CHECKPOINT_PAGES = 10_000  # a request that commits past this copies the log into the file; `serve` does it sooner
+CHECKPOINT_PAGES = 10_000  # a request that commits past this copies the log into the file; a thread does it sooner
+CHECKPOINT_SECONDS = 1
 HTTP_ERRORS = {401: "invalid_client", 404: "not_found", 413: "invalid_request", 429: "slow_down",
                503: "temporarily_unavailable"}
 SECURE_HEADERS = [("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin")]
@@ -53,9 +55,35 @@ def create_app(config=None):
     return app
 
 
+class FormRequest(Request):
+    """Flask's request, reading a urlencoded body (every OAuth POST, every page's form) in one step: Werkzeug's
+    general form parser spends about 25 µs of such a request on streams and parser objects before it calls the
+    same parse_qsl. The same rules hold: MAX_CONTENT_LENGTH (413), and a body that is not UTF-8 is an empty form."""
+
+    def _load_form_data(self):
+        if "form" in self.__dict__ or self.mimetype != "application/x-www-form-urlencoded":
+            return super()._load_form_data()
+        try:
+            fields = parse_qsl(self.stream.read().decode(), keep_blank_values=True, errors="werkzeug.url_quote")
+        except ValueError:
+            fields = []
+        self.__dict__.update(form=self.parameter_storage_class(fields), files=self.parameter_storage_class())
+
+
+class SecureResponse(Response):
+    """Every response denies framing (clickjacking on consent) and sniffing; pages get a strict CSP with no
+    form-action, which Chrome would apply to the consent form's redirect to the client's loopback port. The headers
+    join the list as it is sent: set one by one by an after_request hook, they cost every request about 4 µs."""
+
+    def get_wsgi_response(self, environ):
+        body, status, headers = super().get_wsgi_response(environ)
+        return body, status, headers + (JSON_HEADERS if self.mimetype == "application/json" else PAGE_HEADERS)
+
+
 class Keyfob(Flask):
-    """Flask, telling a plain function from an async one by its code flags: Flask asks inspect for every hook
-    and view of every request, and Keyfob has no async ones."""
+    """Flask, with Keyfob's requests and responses, telling a plain function from an async one by its code flags: Flask asks
+    inspect for every hook and view of every request, and Keyfob has no async ones."""
+    request_class, response_class = FormRequest, SecureResponse
 
     def ensure_sync(self, func):
         code = getattr(func, "__code__", None)
@@ -181,8 +209,9 @@ def open_database(app):
     db.initialize(connect(app.config["DATABASE_URL"]))
     if app.config.get("PREPARE_DATABASE", True):
         prepare_database(app)
-    if app.config.get("CHECKPOINT_SECONDS") and isinstance(db.obj, SqliteDatabase):
-        checkpoint_often(app, app.config["CHECKPOINT_SECONDS"])
+    serving = app.config.get("SERVES_REQUESTS", True) and not app.testing
+    if app.config.get("CHECKPOINT_SECONDS", CHECKPOINT_SECONDS if serving else 0) and isinstance(db.obj, SqliteDatabase):
+        checkpoints.start(db.obj, app.config.get("CHECKPOINT_SECONDS", CHECKPOINT_SECONDS), app.logger)
 
 
 def connect(url):
@@ -222,18 +251,35 @@ def prepare_database(app):
     return applied
 
 
-def checkpoint_often(app, every):
-    """Copy SQLite's log into the database file in a thread of its own: left to the commits, every few hundred
-    flows one request would wait on the copy and its fsync."""
-    def run():
+class Checkpoints:
+    """One thread in each serving process copies SQLite's log into the database file every second: left to the
+    commits, the log grows to 40 MB between copies, every read slows, and one request in a few hundred waits on
+    the copy and its fsync. A process forked after the thread started (gunicorn --preload) starts its own; a thread
+    whose database the process no longer uses (after another create_app) stops."""
+
+    def __init__(self):
+        self.database, self.every, self.logger, self.pid = None, None, None, None
+        os.register_at_fork(after_in_child=lambda: self.database and self.start(self.database, self.every, self.logger))
+
+    def start(self, database, every, logger):
+        if (self.pid, self.database) == (os.getpid(), database):
+            return
+        self.database, self.every, self.logger, self.pid = database, every, logger, os.getpid()
+        threading.Thread(target=self.run, args=(database,), name="keyfob-checkpoint", daemon=True).start()
+
+    def run(self, database):
         while True:
-            time.sleep(every)
+            time.sleep(self.every)
+            if database is not db.obj or database is not self.database:
+                return
             try:
-                with db.connection_context():
-                    db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                with database.connection_context():
+                    database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
             except Exception:
-                app.logger.exception("Checkpointing the SQLite log failed")
-    threading.Thread(target=run, name="keyfob-checkpoint", daemon=True).start()
+                self.logger.exception("Checkpointing the SQLite log failed")
+
+
+checkpoints = Checkpoints()
 
 
 class Connections:
@@ -275,7 +321,6 @@ def serve_pages_and_endpoints(app):
                                  scope_words=scope_words)
     app.url_map.merge_slashes = False
     register_error_handlers(app)
-    app.after_request(secure_headers)
     hook_where_concerned(app, check_csrf=taken_csrf_hook(app), add_cors=cross_origin(app),
                          look=housekeeping.look_hourly(app))
     if app.config.get("LOG_AUDIT_EVENTS", True):  # `keyfob` commands other than serve: the table is their record
@@ -292,7 +337,7 @@ def hook_where_concerned(app, check_csrf, add_cors, look):
         app.before_request_funcs.setdefault(blueprint, []).extend(before)
         if machine:
             app.after_request_funcs.setdefault(blueprint, []).append(add_cors)
-    if app.before_request_funcs.get(None) or app.after_request_funcs[None] != [secure_headers]:
+    if app.before_request_funcs.get(None) or app.after_request_funcs.get(None):
         raise RuntimeError("A hook runs on every request: see app.hook_where_concerned")
 
 
@@ -392,14 +437,6 @@ def register_error_handlers(app):
 def requested():
     """The request's method and path for a log line, with control characters (a forged line) escaped."""
     return f"{request.method} {request.path}".encode("unicode_escape").decode("ascii")
-
-
-def secure_headers(response):
-    """Deny framing everywhere (clickjacking on consent); pages get a strict CSP with no form-action,
-    which Chrome would apply to the consent form's redirect to the client's loopback port."""
-    json = response.headers.get("Content-Type", "").startswith("application/json")
-    response.headers.extend(JSON_HEADERS if json else PAGE_HEADERS)
-    return response
 
 
 def log_audit_events():

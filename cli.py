@@ -46,7 +46,7 @@ def serve(host, port, threads):
     import waitress
     authority = f"[{host}]" if ":" in host else host
     os.environ.setdefault("KEYFOB_ISSUER", f"http://{authority}:{port}")
-    app = started_app({"CHECKPOINT_SECONDS": 1, "LOG_AUDIT_EVENTS": True, "SERVES_REQUESTS": True})
+    app = started_app({"LOG_AUDIT_EVENTS": True, "SERVES_REQUESTS": True})
     try:
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident="keyfob")
     except OSError as error:

@@ -1,12 +1,11 @@
 """What every endpoint shares: which are machine endpoints, the one error type, parameter reading, the
-issuer, caching, CSRF and the limiter."""
+issuer, caching and CSRF."""
 from urllib.parse import urlencode
 
 from flask import current_app, g, request
 from flask_wtf.csrf import CSRFProtect
 
 from models import Client
-from oauth.limits import limiter  # noqa: F401 (the views' limiter)
 
 # The machine endpoints, by blueprint and path: clients and resource servers call them with a token or client
 # credentials, never a cookie. They open no session, need no CSRF token, answer errors as JSON and allow any

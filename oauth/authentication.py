@@ -4,7 +4,8 @@ from functools import wraps
 from flask import g, redirect, request, session, url_for
 
 from models import AccessToken, Session, canonical_scope
-from oauth import idle_token_days, issuer, limiter, machine_endpoint
+from oauth import idle_token_days, issuer, machine_endpoint
+from oauth.limits import limiter
 
 RETURN_TO_MAX_LENGTH = 2048
 

@@ -5,10 +5,11 @@ from flask import Blueprint, g, redirect, render_template, request
 
 from models import (CODE_CHALLENGE, LOOPBACK_HOSTS, SCOPES, AuditEvent, AuthorizationCode, Client,
                     app_scheme, canonical_scope, destination, is_document_url, loopback_parts)
-from oauth import (OAuthError, find_resource, forbid_caching, is_parameter, issuer, limiter, optional_param,
-                   redirect_trust, request_params, resource_servers, resources, with_query)
+from oauth import (OAuthError, find_resource, forbid_caching, is_parameter, issuer, optional_param, redirect_trust,
+                   request_params, resource_servers, resources, with_query)
 from oauth.authentication import current_user, password_guesses, password_refusal, require_sign_in, sign_out
 from oauth.client_documents import client_for
+from oauth.limits import limiter
 
 bp = Blueprint("authorizations", __name__)
 bp.after_request(forbid_caching)

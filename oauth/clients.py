@@ -2,7 +2,8 @@
 from flask import Blueprint, current_app
 
 from models import GRANTS, Client, Refused
-from oauth import OAuthError, forbid_caching, json_object, limiter, redirect_trust
+from oauth import OAuthError, forbid_caching, json_object, redirect_trust
+from oauth.limits import limiter
 
 bp = Blueprint("clients", __name__)
 bp.after_request(forbid_caching)

@@ -2,8 +2,9 @@
 from flask import Blueprint
 
 from models import AccessToken
-from oauth import OAuthError, forbid_caching, idle_token_days, limiter, request_params
+from oauth import OAuthError, forbid_caching, idle_token_days, request_params
 from oauth.client_authentication import authenticate_client, client_authentication_failed, uses_basic
+from oauth.limits import limiter
 
 bp = Blueprint("introspections", __name__)
 bp.after_request(forbid_caching)

@@ -2,8 +2,8 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from models import Refused
-from oauth import limiter
 from oauth.authentication import current_user, login_required, sign_in
+from oauth.limits import limiter
 
 bp = Blueprint("passwords", __name__)
 

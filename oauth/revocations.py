@@ -2,8 +2,9 @@
 from flask import Blueprint
 
 from models import OAUTH_TOKEN, AccessToken
-from oauth import OAuthError, limiter, request_params, require_params
+from oauth import OAuthError, request_params, require_params
 from oauth.client_authentication import authenticate_client, presents_client
+from oauth.limits import limiter
 
 bp = Blueprint("revocations", __name__)
 

@@ -4,8 +4,8 @@ import time
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 
 from models import AuditEvent, Session, User, writing
-from oauth import limiter
 from oauth.authentication import current_session, current_user, login_required, sign_in, sign_out
+from oauth.limits import limiter
 from oauth.pages import confirmation
 
 bp = Blueprint("sessions", __name__)

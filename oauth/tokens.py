@@ -4,8 +4,9 @@ import hmac
 from flask import Blueprint
 
 from models import AccessToken, AuthorizationCode, User
-from oauth import OAuthError, find_resource, forbid_caching, limiter, optional_param, request_params, require_params
+from oauth import OAuthError, find_resource, forbid_caching, optional_param, request_params, require_params
 from oauth.client_authentication import authenticate_client
+from oauth.limits import limiter
 
 bp = Blueprint("tokens", __name__)
 bp.after_request(forbid_caching)

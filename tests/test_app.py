@@ -1,6 +1,8 @@
 """The application factory: configuration, the instance secret, what every response carries."""
 import ast
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -90,12 +92,24 @@ def test_wrong_methods_answer_an_oauth_error(client):
 def test_hooks_run_only_on_the_requests_they_concern(app):
     """No hook runs on a request no blueprint serves; pages check CSRF, machine endpoints answer CORS."""
     assert None not in app.before_request_funcs or not app.before_request_funcs[None]
-    assert [hook.__name__ for hook in app.after_request_funcs[None]] == ["secure_headers"]
+    assert None not in app.after_request_funcs or not app.after_request_funcs[None]
     for blueprint in app.blueprints:
         modules = {hook.__module__ for hook in app.before_request_funcs[blueprint]}
         assert ("flask_wtf.csrf" in modules) is (blueprint not in MACHINE_ENDPOINTS), blueprint
         cors = [hook for hook in app.after_request_funcs.get(blueprint, []) if "cross_origin" in hook.__qualname__]
         assert bool(cors) is (blueprint in MACHINE_ENDPOINTS), blueprint
+
+
+@pytest.mark.parametrize("path, csp", [
+    ("/session/new", "default-src 'none'"), ("/nothing", "default-src 'none'"), ("/static/keyfob.css", "default-src"),
+    ("/api/me", "frame-ancestors 'none'"), ("/.well-known/oauth-authorization-server", "frame-ancestors 'none'"),
+    ("/api/nothing", "frame-ancestors 'none'"), ("/", "default-src 'none'")])
+def test_every_response_denies_framing_and_sniffing(client, path, csp):
+    response = client.get(path)
+    assert response.headers["X-Frame-Options"] == "DENY" and response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert response.headers["Content-Security-Policy"].startswith(csp)
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
 def test_cors_runs_only_for_requests_with_an_origin_and_only_on_machine_endpoints(client):
@@ -135,3 +149,33 @@ def test_a_logged_request_path_cannot_forge_a_log_line(app, client, caplog):
     assert client.get("/boom/x%0aINFO%20keyfob%20all%20is%20well%1b[2J").status_code == 500
     (line,) = [record.getMessage() for record in caplog.records if "Unhandled error" in record.getMessage()]
     assert "\n" not in line and "\x1b" not in line and "\\nINFO keyfob all is well\\x1b[2J" in line
+
+
+CHECKPOINTED = """
+import os, sys, time
+from app import create_app
+from models import User, db
+create_app({"ISSUER": "http://keyfob.test", "SECRET_KEY": "k" * 40, "DATABASE_URL": "sqlite:///" + sys.argv[1]})
+sizes = []
+with db.connection_context():
+    for batch in range(2):
+        for n in range(300):
+            User.create(username=f"user-{batch}-{n}", password_digest="-")
+        sizes.append(os.path.getsize(sys.argv[1] + "-wal"))
+        time.sleep(1.5)
+print(*sizes)
+"""
+
+
+@pytest.mark.parametrize("seconds, log_reused", [(None, True), ("0", False)])
+def test_every_serving_process_copies_sqlites_log_into_the_database(tmp_path, seconds, log_reused):
+    """Under gunicorn or embedded, not only under `keyfob serve`: once the log is copied, the next writes reuse it
+    from its start, so it stops growing (KEYFOB_CHECKPOINT_SECONDS=0 turns the thread off, to show the difference)."""
+    env = {**os.environ, "KEYFOB_INSTANCE_PATH": str(tmp_path)}
+    if seconds is not None:
+        env["KEYFOB_CHECKPOINT_SECONDS"] = seconds
+    result = subprocess.run([sys.executable, "-c", CHECKPOINTED, str(tmp_path / "keyfob.db")], env=env,
+                            cwd=Path(app_module.__file__).parent, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    first, second = map(int, result.stdout.split())
+    assert (second < 1.5 * first) is log_reused, (first, second)

@@ -8,7 +8,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_qualified_name
 
 from app import create_app
-from oauth import limiter
+from oauth.limits import limiter
 from oauth.limits import Counts
 
 
