@@ -259,8 +259,14 @@ def driver_errors():
 
 def stored_row(model, values):
     """A model for a row read from the database, as peewee's own row readers make one: without computing the
-    defaults of fields (a Client's default is a fresh client_id)."""
-    return model(__no_default__=True, **values)
+    defaults of fields (a Client's default is a fresh client_id). Values go into its data as they are, as peewee's
+    field accessors would put them, but a related row given as a model goes through its accessor."""
+    row = model(__no_default__=True)
+    row.__data__.update(values)
+    for name, value in values.items():
+        if isinstance(value, Model):
+            setattr(row, name, value)
+    return row
 
 
 # ---- BaseModel -------------------------------------------------------------------------------------------------
@@ -271,13 +277,38 @@ class BaseModel(Model):
 
     @classmethod
     def find_by(cls, column, value):
-        """The row whose unique column holds value, or None. Fixed SQL: every request looks one up."""
-        cursor = db.execute_sql(f"SELECT * FROM {cls._meta.table_name} WHERE {column} = {db.param}", (value,))
-        rows = cursor.fetchall()
-        if not rows:
-            return None
-        fields = [cls._meta.columns[description[0]] for description in cursor.description]
-        return stored_row(cls, {field.name: field.python_value(value) for field, value in zip(fields, rows[0])})
+        """The row whose unique column holds value, or None. Fixed SQL on the driver's cursor: every request looks
+        one up, and peewee's query and row wrappers would more than double its cost."""
+        with driver_errors():
+            cursor = db.cursor()
+            cursor.execute(cls.lookup_sql(column, db.param), (value,))
+            row = cursor.fetchone()
+        return None if row is None else cls.stored(row)
+
+    @classmethod
+    def stored(cls, row):
+        """A model for a row of every column in field order; only the values the driver may return as another type
+        than the field's (SQLite's 0 and 1 for a boolean) are converted."""
+        return stored_row(cls, {name: convert(value) if convert and value is not None else value
+                                for (name, convert), value in zip(cls.readers(), row)})
+
+    @classmethod
+    @lru_cache(maxsize=None)
+    def readers(cls):
+        native = (CharField, TextField, IntegerField, ForeignKeyField)  # str and int, as both drivers return them
+        return [(field.name, None if type(field) in native else field.python_value)
+                for field in cls._meta.sorted_fields]
+
+    @classmethod
+    @lru_cache(maxsize=None)
+    def lookup_sql(cls, column, param):
+        return f"SELECT {cls.column_list()} FROM {cls._meta.table_name} WHERE {column} = {param}"
+
+    @classmethod
+    @lru_cache(maxsize=None)
+    def column_list(cls):
+        """Every column, in field order and named with the table, as stored() reads them."""
+        return ", ".join(f"{cls._meta.table_name}.{field.column_name}" for field in cls._meta.sorted_fields)
 
 
 # ---- User ------------------------------------------------------------------------------------------------------
@@ -1059,16 +1090,18 @@ class Session(BaseModel):
         """The live session this cookie token names, with its user, else None. Fixed SQL: every page asks."""
         if not isinstance(token, str) or len(token) != 43:
             return None
-        cursor = db.execute_sql(
-            "SELECT sessions.id, sessions.user_check, sessions.signed_in_at, sessions.confirmed_at, users.* FROM sessions"
-            f" JOIN users ON users.id = sessions.user_id WHERE sessions.token_digest = {db.param}"
-            f" AND sessions.signed_in_at > {db.param}", (digest(token), (at or now()) - cls.LIFETIME))
-        rows = cursor.fetchall()
-        if not rows:
+        with driver_errors():
+            cursor = db.cursor()
+            cursor.execute(
+                f"SELECT sessions.id, sessions.user_check, sessions.signed_in_at, sessions.confirmed_at,"
+                f" {User.column_list()} FROM sessions JOIN users ON users.id = sessions.user_id"
+                f" WHERE sessions.token_digest = {db.param} AND sessions.signed_in_at > {db.param}",
+                (digest(token), (at or now()) - cls.LIFETIME))
+            row = cursor.fetchone()
+        if row is None:
             return None
-        (session_id, user_check, signed_in_at, confirmed_at, *user_values), columns = rows[0], cursor.description[4:]
-        fields = [User._meta.columns[column[0]] for column in columns]
-        user = stored_row(User, {field.name: field.python_value(value) for field, value in zip(fields, user_values)})
+        session_id, user_check, signed_in_at, confirmed_at, *user_values = row
+        user = User.stored(user_values)
         if not hmac.compare_digest(user_check, user.session_check):  # a sign-in that raced a password change
             return None
         return stored_row(cls, {"id": session_id, "user": user, "user_check": user_check,

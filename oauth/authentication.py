@@ -90,12 +90,13 @@ def require_token(scope):
     def decorator(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            scheme, _, token = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-            if token_outside_header():
+            environ = request.environ
+            scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+            if token_outside_header(environ):
                 return challenge(400, "invalid_request", "Send the access token in the Authorization header only")
             if scheme.lower() != "bearer":
                 return challenge(401, scope=needed)
-            bearer = AccessToken.authenticate(token, idle_token_days(), request.remote_addr)
+            bearer = AccessToken.authenticate(token, idle_token_days(), environ.get("REMOTE_ADDR"))
             if bearer is None or bearer.resource not in (None, issuer()):
                 return challenge(401, "invalid_token", "The access token is invalid, revoked, or for another resource")
             if canonical_scope(f"{bearer.scope} {scope}") != bearer.scope:
@@ -106,9 +107,8 @@ def require_token(scope):
     return decorator
 
 
-def token_outside_header():
+def token_outside_header(environ):
     """RFC 6750 §2.2 and §2.3 ways of sending a token, which Keyfob refuses (they end up in logs)."""
-    environ = request.environ
     in_query = environ.get("QUERY_STRING") and "access_token" in request.args
     return in_query or (environ.get("CONTENT_TYPE") and request.mimetype == "application/x-www-form-urlencoded"
                         and "access_token" in request.form)
