@@ -5,7 +5,6 @@ statement runs instead (each such method says so): there peewee's query builder 
 import base64
 import hashlib
 import hmac
-import contextlib
 import json
 import logging
 import os
@@ -184,6 +183,8 @@ def plain_path(rest):
 
 def printable_name(name):
     """A name without control, format (bidi) or surrogate characters, which could disguise it when shown."""
+    if name.isascii() and name.isprintable():  # nothing to take out: the usual case, checked in one step
+        return name.strip()
     return "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs")).strip()
 
 
@@ -1153,6 +1154,8 @@ class AuditEvent(BaseModel):
 
     LOG = logging.getLogger("keyfob.audit")
     LIMITS = {"username": 150, "client_id": 2048, "client_name": 255, "address": 64}
+    INSERT_SQL = {param: "INSERT INTO audit_events (at, event, user_id, username, client_id, client_name, address,"
+                         f" detail) VALUES ({', '.join([param] * 8)})" for param in ("?", "%s")}
 
     class Meta:
         table_name = "audit_events"
@@ -1161,23 +1164,24 @@ class AuditEvent(BaseModel):
     @classmethod
     def record(cls, event, user=None, client=None, username=None, **detail):
         """Append an event to the table and, as one JSON line, to the log. The address is the request's, if any;
-        detail is a few short words (empty ones left out). A failed write is logged, never raised.
+        detail is a few short words (empty ones left out). Inside a transaction the row is part of the change: if
+        it cannot be stored, the change is undone too. Alone, a failed write is logged, never raised.
         Fixed SQL: most changes record one."""
-        detail = {name: clean(value, 512) for name, value in detail.items() if value not in (None, "")}
+        detail = json.dumps({name: clean(value, 512) for name, value in detail.items() if value not in (None, "")})
         row = {"at": now(), "event": event, "user_id": user.id if user else None,
-               "username": user.username if user else username,
-               "client_id": client.client_id if client else None, "client_name": client.name if client else None,
-               "address": request_address()}
-        row.update({name: clean(row[name], limit) for name, limit in cls.LIMITS.items()})
+               "username": clean(user.username if user else username, cls.LIMITS["username"]),
+               "client_id": clean(client.client_id, cls.LIMITS["client_id"]) if client else None,
+               "client_name": clean(client.name, cls.LIMITS["client_name"]) if client else None,
+               "address": clean(request_address(), cls.LIMITS["address"])}
         if cls.LOG.isEnabledFor(logging.INFO):
-            cls.LOG.info(json.dumps({**row, **detail}))
+            line = json.dumps(row)
+            cls.LOG.info(line if detail == "{}" else f"{line[:-1]}, {detail[1:]}")  # row and detail, one object
         try:
-            # Inside a transaction, a savepoint: a failed audit write must not abort the change it records.
-            with db.atomic() if db.in_transaction() else contextlib.nullcontext():
-                db.execute_sql(f"INSERT INTO audit_events ({', '.join(row)}, detail) VALUES"
-                               f" ({', '.join([db.param] * (len(row) + 1))})", [*row.values(), json.dumps(detail)])
+            db.execute_sql(cls.INSERT_SQL[db.param], [*row.values(), detail])
         except (DatabaseError, InterfaceError) as error:
             cls.LOG.warning("The audit event %s was not stored: %s", event, type(error).__name__)
+            if db.in_transaction():
+                raise
 
     @classmethod
     def recent(cls, limit=100, user=None, username=None, before=None):

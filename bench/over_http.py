@@ -1,12 +1,13 @@
-"""The bearer-protected /api/me against a bare Flask route on the same server, over real HTTP.
+"""The bearer-protected /api/me against a plain Flask app under the same server, over real HTTP.
 
     .venv/bin/python bench/over_http.py [--server waitress gunicorn] [--rounds 5] [--seconds 5] [--connections 4]
 
-Serves create_app() plus /bench/bare (a fixed JSON body, the same hooks) from a temporary instance folder:
-under waitress as `keyfob serve` runs it (one process, 8 threads), and under `gunicorn -w 4`. wrk loads it
-(or, without wrk, client processes with keep-alive http.client connections), bare and bearer in alternating
-order each round. Prints req/s, p50/p99, the bearer/bare ratio (median of rounds; target ≥ 0.85) and each
-server process's resident memory after startup and after the load (target ≤ 60 MB).
+Serves create_app() plus /bench/bare (a fixed JSON body on Keyfob's app) from a temporary instance folder, and
+beside it a plain Flask app with the same route and no extensions (bench/bench.py's yardstick): under waitress as
+`keyfob serve` runs it (one process, 8 threads), and under `gunicorn -w 4`. wrk loads them (or, without wrk,
+client processes with keep-alive http.client connections), in rotating order each round. Prints req/s, p50/p99,
+bearer ÷ plain Flask (median of rounds; target ≥ 0.85) and each Keyfob server process's resident memory after
+startup and after the load (target ≤ 60 MB).
 """
 import argparse
 import http.client
@@ -38,6 +39,12 @@ def bench_app():
     return app
 
 
+def plain_app():
+    """The yardstick, for the server to load (bench.over_http:plain_app)."""
+    from bench.bench import plain_flask
+    return plain_flask()
+
+
 def personal_token(env):
     """Create the tables, a user and a personal token in the server's database, as the server will see them."""
     os.environ.update(env)
@@ -65,11 +72,11 @@ def get(port, path, headers=None):
         connection.close()
 
 
-def serve(kind, port, env, options):
+def serve(kind, port, env, options, factory="bench_app"):
     command = {"waitress": [sys.executable, "-m", "waitress", "--threads", "8", f"--port={port}", "--host=127.0.0.1",
-                            "--ident=keyfob", "--call", "bench.over_http:bench_app"],
+                            "--ident=keyfob", "--call", f"bench.over_http:{factory}"],
                "gunicorn": [os.path.join(BIN, "gunicorn"), "-w", str(options.workers), "-b", f"127.0.0.1:{port}",
-                            "bench.over_http:bench_app()"]}[kind]
+                            f"bench.over_http:{factory}()"]}[kind]
     # app from the checkout measured, bench.over_http from this one (bench is a namespace package across both)
     env = {**env, "PYTHONPATH": os.pathsep.join([options.source, REPOSITORY])}
     return subprocess.Popen(command, env=env, cwd=options.source, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -137,26 +144,28 @@ def python_clients(port, path, headers, options):
 
 
 def measure(kind, env, token, options):
-    port = free_port()
-    server = serve(kind, port, env, options)
+    port, plain_port = free_port(), free_port()
+    server, plain = serve(kind, port, env, options), serve(kind, plain_port, env, options, "plain_app")
     try:
         wait_until_answering(server, port)
+        wait_until_answering(plain, plain_port)
         time.sleep(2)  # every gunicorn worker has loaded the app
         idle = {pid: resident_mb(pid) for pid in processes(server.pid)}
         load = wrk if shutil.which("wrk") and not options.python_client else python_clients
-        targets = {"bare": (BARE, {}), "bearer": ("/api/me", {"Authorization": f"Bearer {token}"})}
-        if get(port, "/api/me", targets["bearer"][1]) != 200:
+        targets = {"plain Flask": (plain_port, BARE, {}), "bare": (port, BARE, {}),
+                   "bearer": (port, "/api/me", {"Authorization": f"Bearer {token}"})}
+        if get(port, "/api/me", targets["bearer"][2]) != 200:
             raise SystemExit("The bearer token does not answer 200 on /api/me")
-        rounds = {name: [] for name in targets}
+        rounds, names = {name: [] for name in targets}, list(targets)
         for number in range(options.rounds):
-            for name in (targets if number % 2 == 0 else reversed(targets)):
-                rounds[name].append(load(port, *targets[name], options))
+            for name in names[number % 3:] + names[:number % 3]:
+                rounds[name].append(load(*targets[name], options))
         loaded = {pid: resident_mb(pid) for pid in processes(server.pid)}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    report(kind, rounds, idle, loaded, load, options)
-    return statistics.median(bearer[0] / bare[0] for bearer, bare in zip(rounds["bearer"], rounds["bare"]))
+        for process in (server, plain):
+            process.terminate()
+            process.wait(timeout=30)
+    return report(kind, rounds, idle, loaded, load, options)
 
 
 def report(kind, rounds, idle, loaded, load, options):
@@ -164,15 +173,20 @@ def report(kind, rounds, idle, loaded, load, options):
     print(f"\n{kind}: {options.rounds} rounds of {options.seconds} s, {options.connections} connections ({client});"
           f" load average {open('/proc/loadavg').read().split()[0]} on {os.cpu_count()} cores")
     for name, runs in rounds.items():
-        print(f"  {name:<7} {statistics.median(run[0] for run in runs):8,.0f} req/s   p50 "
+        print(f"  {name:<11} {statistics.median(run[0] for run in runs):8,.0f} req/s   p50 "
               f"{statistics.median(run[1] for run in runs):6.2f} ms   p99 {statistics.median(run[2] for run in runs):6.2f} ms"
               f"   errors {sum(run[3] for run in runs)}")
-    ratios = [bearer[0] / bare[0] for bearer, bare in zip(rounds["bearer"], rounds["bare"])]
-    print(f"  bearer/bare {statistics.median(ratios):.2f} (rounds {min(ratios):.2f}–{max(ratios):.2f}; target ≥ 0.85)")
+    ratios = {name: [run[0] / plain[0] for run, plain in zip(rounds[name], rounds["plain Flask"])]
+              for name in ("bare", "bearer")}
+    for name, goal in (("bare", None), ("bearer", 0.85)):
+        median = statistics.median(ratios[name])
+        verdict = f"; target ≥ {goal}: {'met' if median >= goal else 'NOT met'}" if goal else ""
+        print(f"  {name} ÷ plain Flask {median:.2f} (rounds {min(ratios[name]):.2f}–{max(ratios[name]):.2f}{verdict})")
     for number, pid in enumerate(idle):
         role = "process" if len(idle) == 1 else "master" if number == 0 else f"worker {number}"
         print(f"  RSS {role:<8} {idle[pid]:5.1f} MB after startup, {loaded.get(pid, 0):5.1f} MB after load"
               " (target ≤ 60)")
+    return statistics.median(ratios["bearer"])
 
 
 def main():
@@ -196,7 +210,7 @@ def main():
         ratios = {kind: measure(kind, env, token, options) for kind in options.server}
     finally:
         shutil.rmtree(instance, ignore_errors=True)
-    print("\nbearer/bare: " + ", ".join(f"{kind} {ratio:.2f}" for kind, ratio in ratios.items()))
+    print("\nbearer ÷ plain Flask (target ≥ 0.85): " + ", ".join(f"{kind} {ratio:.2f}" for kind, ratio in ratios.items()))
 
 
 if __name__ == "__main__":

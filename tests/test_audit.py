@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from peewee import DatabaseError
 
 from actions import PASSWORD, REDIRECT_URI
 from app import create_app
@@ -142,17 +143,19 @@ def test_a_token_revoked_by_its_holder_is_recorded_but_a_bearer_call_writes_noth
                                                    "by": "holder"})]
 
 
-def test_a_failed_audit_write_is_logged_and_never_fails_the_change(actions, user, audit_log):
+def test_a_failed_audit_write_alone_is_logged_and_one_in_a_transaction_undoes_its_change(actions, user, audit_log):
+    """The row is written in its change's transaction, without a savepoint: no change is left unrecorded."""
     db.execute_sql("ALTER TABLE audit_events RENAME TO audit_events_away")
     try:
-        registered = actions.register("Kept")
-        assert registered.status_code == 201 and Client.find_by("client_id", registered.json["client_id"])
-        token = AccessToken.create_personal(user, "read", "In a transaction")
-        assert AccessToken.authenticate(token.token)
+        assert actions.sign_in(password="wrong").status_code == 401  # recorded alone
+        with pytest.raises(DatabaseError):
+            AccessToken.create_personal(user, "read", "In a transaction")
+        assert AccessToken.select().count() == 0
     finally:
         db.execute_sql("ALTER TABLE audit_events_away RENAME TO audit_events")
-    assert [line["event"] for line in logged(audit_log)] == ["client.registered", "personal_token.created"]
-    assert "The audit event client.registered was not stored" in audit_log.text
+    assert [line["event"] for line in logged(audit_log)] == ["sign_in.failed", "personal_token.created"]
+    assert "The audit event sign_in.failed was not stored" in audit_log.text
+    assert "The audit event personal_token.created was not stored" in audit_log.text
 
 
 def test_activity_shows_the_users_own_events_in_words_newest_first(client, signed_in, other_user, oauth_client):
