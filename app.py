@@ -357,7 +357,7 @@ class CookieSessions(SecureCookieSessionInterface):
     request, and none opened on the machine endpoints, which a token or client credentials authenticate."""
 
     def open_session(self, app, request):
-        if is_machine_request():
+        if request.path.startswith(MACHINE_PATHS):
             return self.make_null_session(app)
         if app.config["SESSION_COOKIE_NAME"] + "=" not in request.environ.get("HTTP_COOKIE", ""):
             return self.session_class()  # no cookie to read: an empty session, as Flask's would be

@@ -854,6 +854,10 @@ class AccessToken(BaseModel):
 
     MAX_LENGTH = 128
     USE_RECORDED_EVERY = 60
+    BEARER_SQL = {param: "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.user_id, t.created_at,"
+                         " t.last_used_at FROM access_tokens t JOIN users u ON u.id = t.user_id"
+                         f" LEFT JOIN clients c ON c.id = t.oauth_client_id WHERE t.digest = {param}"
+                  for param in ("?", "%s")}
 
     class Meta:
         table_name = "access_tokens"
@@ -912,10 +916,7 @@ class AccessToken(BaseModel):
             return None
         with driver_errors():
             cursor = db.cursor()
-            cursor.execute(
-                "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.user_id, t.created_at, t.last_used_at"
-                " FROM access_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN clients c ON c.id = t.oauth_client_id"
-                f" WHERE t.digest = {db.param}", (digest(token),))
+            cursor.execute(cls.BEARER_SQL[db.param], (digest(token),))
             row = cursor.fetchone()
         if row is None:
             return None

@@ -97,7 +97,7 @@ def require_token(scope):
             if scheme.lower() != "bearer":
                 return challenge(401, scope=needed)
             bearer = AccessToken.authenticate(token, idle_token_days(), environ.get("REMOTE_ADDR"))
-            if bearer is None or bearer.resource not in (None, issuer()):
+            if bearer is None or bearer.resource is not None and bearer.resource != issuer():
                 return challenge(401, "invalid_token", "The access token is invalid, revoked, or for another resource")
             if canonical_scope(f"{bearer.scope} {scope}") != bearer.scope:
                 return challenge(403, "insufficient_scope", f"The access token does not grant {scope}", scope=needed)
