@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
-from flask import Flask, Request, Response, g, render_template, request
+from flask import Flask, Request, Response, g, has_request_context, render_template, request
 from markupsafe import Markup
 from flask.sessions import SecureCookieSessionInterface
 from flask_cors import CORS
@@ -84,6 +84,19 @@ class Keyfob(Flask):
     """Flask, with Keyfob's requests and responses, telling a plain function from an async one by its code flags: Flask asks
     inspect for every hook and view of every request, and Keyfob has no async ones."""
     request_class, response_class = FormRequest, SecureResponse
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.links = {}
+
+    def url_for(self, endpoint, **values):
+        """Flask's url_for; a link without values to an endpoint named in full (the layout's eight, on every page)
+        is built once, for requests without a script root (a mounted app's links depend on its request)."""
+        if values or endpoint.startswith(".") or not has_request_context() or request.script_root:
+            return super().url_for(endpoint, **values)
+        if endpoint not in self.links:
+            self.links[endpoint] = super().url_for(endpoint)
+        return self.links[endpoint]
 
     def ensure_sync(self, func):
         code = getattr(func, "__code__", None)

@@ -97,18 +97,20 @@ def find_resource(resource):
 def request_params():
     """Query parameters on GET, the form or a JSON object on POST; a repeated name becomes a list. Read once
     per request."""
-    if "params" not in g:
-        g.params = read_params()
-    return g.params
+    params = g.get("params")
+    if params is None:
+        params = g.params = read_params(request._get_current_object())
+    return params
 
 
-def read_params():
-    if request.method == "POST" and request.mimetype == "application/json":
+def read_params(request):
+    post, mimetype = request.method == "POST", request.mimetype
+    if post and mimetype == "application/json":
         body = json_object()
         if body is None:
             raise OAuthError("invalid_request", "The body must be a JSON object")
         return body
-    if request.method == "POST" and request.mimetype not in ("", "application/x-www-form-urlencoded"):
+    if post and mimetype not in ("", "application/x-www-form-urlencoded"):
         raise OAuthError("invalid_request", "Send parameters as application/x-www-form-urlencoded")
     source = request.args if request.method == "GET" else request.form
     return {name: values[0] if len(values) == 1 else values for name, values in source.lists()}

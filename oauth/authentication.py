@@ -8,17 +8,20 @@ from oauth import idle_token_days, issuer, machine_endpoint
 from oauth.limits import limiter
 
 RETURN_TO_MAX_LENGTH = 2048
+NOT_LOOKED_UP = object()
 
 
 def current_session():
-    """The browser's live session (a row: signing out anywhere ends it), else None."""
-    if "signed_in" not in g:
-        g.signed_in = Session.find(session.get("session"))
-    return g.signed_in
+    """The browser's live session (a row: signing out anywhere ends it), else None. Found once a request."""
+    found = g.get("signed_in", NOT_LOOKED_UP)
+    if found is NOT_LOOKED_UP:
+        found = g.signed_in = Session.find(session.get("session"))
+    return found
 
 
 def current_user():
-    return current_session().user if current_session() else None
+    found = current_session()
+    return found.user if found else None
 
 
 def sign_in(user):

@@ -179,3 +179,10 @@ def test_every_serving_process_copies_sqlites_log_into_the_database(tmp_path, se
     assert result.returncode == 0, result.stderr
     first, second = map(int, result.stdout.split())
     assert (second < 1.5 * first) is log_reused, (first, second)
+
+
+def test_layout_links_are_built_once_yet_follow_a_mounted_apps_script_root(client):
+    assert 'href="/static/keyfob.css' in client.get("/session/new").text
+    mounted = client.get("/session/new", base_url="http://localhost/auth").text
+    assert 'href="/auth/static/keyfob.css' in mounted and 'action="/auth/session"' in mounted
+    assert 'href="/static/keyfob.css' in client.get("/session/new").text
