@@ -13,7 +13,7 @@ import secrets
 import string
 import time
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -1279,7 +1279,7 @@ class AuthorizationCode:
 
     def seal(self):
         nonce = os.urandom(12)
-        payload = json.dumps(asdict(self), separators=(",", ":")).encode()
+        payload = json.dumps(vars(self), separators=(",", ":")).encode()  # flat: asdict's deep copy is not needed
         return base64.urlsafe_b64encode(nonce + _code_cipher().encrypt(nonce, payload, self.PURPOSE)).rstrip(b"=").decode()
 
     @classmethod

@@ -40,8 +40,10 @@ def bench_app():
 
 
 def plain_app():
-    """The yardstick, for the server to load (bench.over_http:plain_app)."""
+    """The yardstick, for the server to load (bench.over_http:plain_app), with the same switch interval."""
     from bench.bench import plain_flask
+    from cli import SWITCH_INTERVAL
+    sys.setswitchinterval(SWITCH_INTERVAL)
     return plain_flask()
 
 
