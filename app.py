@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask, Request, Response, g, has_request_context, render_template, request
 from markupsafe import Markup
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFError
 from peewee import DataError, InterfaceError, OperationalError, SqliteDatabase
@@ -36,7 +36,8 @@ CHECKPOINT_PAGES = 10_000  # a request that commits past this copies the log int
 CHECKPOINT_SECONDS = 1
 HTTP_ERRORS = {401: "invalid_client", 404: "not_found", 413: "invalid_request", 429: "slow_down",
                503: "temporarily_unavailable"}
-SECURE_HEADERS = [("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin")]
+SECURE_HEADERS = [("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"),
+                  ("Referrer-Policy", "same-origin")]
 JSON_HEADERS = [*SECURE_HEADERS, ("Content-Security-Policy", "frame-ancestors 'none'")]
 PAGE_HEADERS = [*SECURE_HEADERS, ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self';"
                                   " img-src 'self'; frame-ancestors 'none'; base-uri 'none'")]
@@ -81,8 +82,8 @@ class SecureResponse(Response):
 
 
 class Keyfob(Flask):
-    """Flask, with Keyfob's requests and responses, telling a plain function from an async one by its code flags: Flask asks
-    inspect for every hook and view of every request, and Keyfob has no async ones."""
+    """Flask, with Keyfob's requests and responses, telling a plain function from an async one by its code flags:
+    Flask asks inspect for every hook and view of every request, and Keyfob has no async ones."""
     request_class, response_class = FormRequest, SecureResponse
 
     def __init__(self, *args, **kwargs):
@@ -222,9 +223,10 @@ def open_database(app):
     db.initialize(connect(app.config["DATABASE_URL"]))
     if app.config.get("PREPARE_DATABASE", True):
         prepare_database(app)
-    serving = app.config.get("SERVES_REQUESTS", True) and not app.testing
-    if app.config.get("CHECKPOINT_SECONDS", CHECKPOINT_SECONDS if serving else 0) and isinstance(db.obj, SqliteDatabase):
-        checkpoints.start(db.obj, app.config.get("CHECKPOINT_SECONDS", CHECKPOINT_SECONDS), app.logger)
+    serving = app.config.get("SERVES_REQUESTS", True) and not app.testing  # tests ask for it (CHECKPOINT_SECONDS)
+    every = app.config.get("CHECKPOINT_SECONDS", CHECKPOINT_SECONDS if serving else 0)
+    if every and isinstance(db.obj, SqliteDatabase):
+        checkpoints.start(db.obj, every, app.logger)
 
 
 def connect(url):
@@ -365,13 +367,16 @@ def taken_csrf_hook(app):
     return check
 
 
+NO_SESSION = NullSession()  # one for every machine request: it refuses to be written
+
+
 class CookieSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, with the signing serializer built once per key set rather than per
     request, and none opened on the machine endpoints, which a token or client credentials authenticate."""
 
     def open_session(self, app, request):
         if request.path.startswith(MACHINE_PATHS):
-            return self.make_null_session(app)
+            return NO_SESSION
         if app.config["SESSION_COOKIE_NAME"] + "=" not in request.environ.get("HTTP_COOKIE", ""):
             return self.session_class()  # no cookie to read: an empty session, as Flask's would be
         return super().open_session(app, request)

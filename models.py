@@ -928,7 +928,7 @@ class AccessToken(BaseModel):
                            f" last_used_from = COALESCE({db.param}, last_used_from) WHERE id = {db.param}",
                            (at, address, row[0]))
             last_use = at
-        return BearerToken(*row[:7], expires_at=last_use + idle_days * DAY if idle_days else None)
+        return BearerToken._make((*row[:7], last_use + idle_days * DAY if idle_days else None))
 
     @classmethod
     def connected_apps(cls, user):

@@ -212,7 +212,8 @@ def main():
         ratios = {kind: measure(kind, env, token, options) for kind in options.server}
     finally:
         shutil.rmtree(instance, ignore_errors=True)
-    print("\nbearer ÷ plain Flask (target ≥ 0.85): " + ", ".join(f"{kind} {ratio:.2f}" for kind, ratio in ratios.items()))
+    print("\nbearer ÷ plain Flask (target ≥ 0.85): "
+          + ", ".join(f"{kind} {ratio:.2f}" for kind, ratio in ratios.items()))
 
 
 if __name__ == "__main__":

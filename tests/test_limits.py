@@ -16,7 +16,8 @@ def test_the_limiter_takes_flask_limiters_hooks_off_every_request(config):
     """ViewLimiter overrides Flask-Limiter's private _check_request_limit and reads its storage attributes
     (checked against 4.1): if their names change, every limit would silently apply twice or never."""
     limited = create_app({**config, "RATELIMIT_ENABLED": True})
-    assert list(inspect.signature(Limiter._check_request_limit).parameters) == ["self", "callable_name", "in_middleware"]
+    parameters = list(inspect.signature(Limiter._check_request_limit).parameters)
+    assert parameters == ["self", "callable_name", "in_middleware"]
     hooks = [*limited.before_request_funcs.get(None, []), *limited.after_request_funcs[None],
              *limited.teardown_request_funcs.get(None, [])]
     assert not [hook for hook in hooks if limiter.owns(hook)]
