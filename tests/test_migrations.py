@@ -9,7 +9,7 @@ from peewee import SqliteDatabase
 import migrations
 from app import connect, create_app
 from live import KEYFOB, keyfob_env
-from models import AccessToken, AuditEvent, Client, RedeemedCode, SecretKeyCheck, User, db, digest
+from models import AccessToken, AuditEvent, Client, RedeemedCode, SecretKeyCheck, Session, User, db, digest, now
 
 TOKEN = "kf_at_" + "t" * 43
 SECRET_KEY = "k" * 40
@@ -82,6 +82,26 @@ def test_upgraded_schema_has_every_column_the_models_use(database_url):
         for model in (User, Client, AccessToken, RedeemedCode, SecretKeyCheck, AuditEvent):
             stored = {column.name for column in db.get_columns(model._meta.table_name)}
             assert stored == set(model._meta.columns), model
+    finally:
+        db.close()
+
+
+def test_a_sessions_table_made_without_a_user_check_gets_one_and_its_sessions_end(empty_database):
+    """0011 first made the sessions table without user_check: 0013 adds it, and a session that never had a check
+    ends (its browser signs in again) instead of every page failing on the missing column."""
+    database = connect(empty_database)
+    with database.connection_context():
+        migrations.upgrade(database)
+        database.execute_sql("ALTER TABLE sessions DROP COLUMN user_check")
+        database.execute_sql("DELETE FROM schema_migrations WHERE name = '0013_session_user_check'")
+        database.execute_sql("INSERT INTO users (username, password_digest, created_at) VALUES ('alice', 'x', 1)")
+        database.execute_sql("INSERT INTO sessions (user_id, token_digest, signed_in_at, confirmed_at) VALUES"
+                             " (1, %s, %s, %s)".replace("%s", database.param), (digest("s" * 43), now(), now()))
+    database.close()
+    create_app({"DATABASE_URL": empty_database, "SECRET_KEY": SECRET_KEY, "ISSUER": "http://keyfob.test"})
+    try:
+        assert "user_check" in {column.name for column in db.get_columns("sessions")}
+        assert Session.select().count() == 1 and Session.find("s" * 43) is None
     finally:
         db.close()
 
