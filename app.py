@@ -2,6 +2,7 @@
 import contextlib
 import importlib
 import inspect
+import json
 import logging
 import os
 import secrets
@@ -12,12 +13,15 @@ from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask, Request, Response, g, has_request_context, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from markupsafe import Markup
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFError
 from peewee import DataError, InterfaceError, OperationalError, SqliteDatabase
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
+from werkzeug.wsgi import get_host
 
 import migrations
 from models import (AuditEvent, RedirectTrust, SecretKeyCheck, absent_user_digest, db, is_resource_url, scope_words,
@@ -81,10 +85,22 @@ class SecureResponse(Response):
         return body, status, headers + (JSON_HEADERS if self.mimetype == "application/json" else PAGE_HEADERS)
 
 
+class JSONAnswers(DefaultJSONProvider):
+    """Flask's JSON, compact and with sorted keys as Flask writes it out of debug mode, by one encoder made once:
+    Flask's builds an encoder for every response, a sixth of a plain JSON route's time."""
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=DefaultJSONProvider.default)
+
+    def response(self, *args, **kwargs):
+        if len(args) != 1 or kwargs or self._app.debug or self.compact is False or not self.ensure_ascii \
+                or not self.sort_keys:
+            return super().response(*args, **kwargs)
+        return self._app.response_class(self.encoder.encode(args[0]) + "\n", content_type=self.mimetype)
+
+
 class Keyfob(Flask):
-    """Flask, with Keyfob's requests and responses, telling a plain function from an async one by its code flags:
-    Flask asks inspect for every hook and view of every request, and Keyfob has no async ones."""
-    request_class, response_class = FormRequest, SecureResponse
+    """Flask, with Keyfob's requests, responses and JSON, telling a plain function from an async one by its code
+    flags: Flask asks inspect for every hook and view of every request, and Keyfob has no async ones."""
+    request_class, response_class, json_provider_class = FormRequest, SecureResponse, JSONAnswers
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -98,6 +114,26 @@ class Keyfob(Flask):
         if endpoint not in self.links:
             self.links[endpoint] = super().url_for(endpoint)
         return self.links[endpoint]
+
+    def create_url_adapter(self, request):
+        """Flask's URL adapter for a request, made in one step: Flask's and Werkzeug's read and check the Host twice
+        and encode it to IDNA, a sixth of a plain route's time. Used where the answer is the same: no SERVER_NAME,
+        TRUSTED_HOSTS, host or subdomain matching (Keyfob sets none), no WebSocket upgrade, and a Host of ASCII
+        labels that IDNA leaves as they are (1 to 63 characters, the last may be empty)."""
+        config = self.config
+        if request is None or config["SERVER_NAME"] or config["TRUSTED_HOSTS"] is not None \
+                or self.url_map.host_matching or self.subdomain_matching:
+            return super().create_url_adapter(request)
+        environ = request.environ
+        request.host = get_host(environ)
+        host = request.host.lower()
+        if not host.isascii() or len(host) > 63 or host.startswith(".") or ".." in host or "HTTP_UPGRADE" in environ:
+            return super().create_url_adapter(request)
+        script_name, path_info, query = (None if value is None else value.encode("latin1").decode(errors="replace")
+                                         for value in map(environ.get, ("SCRIPT_NAME", "PATH_INFO", "QUERY_STRING")))
+        return MapAdapter(self.url_map, host, "/" if script_name is None else script_name,
+                          self.url_map.default_subdomain or "", environ["wsgi.url_scheme"],
+                          "/" if path_info is None else path_info, environ["REQUEST_METHOD"], query)
 
     def ensure_sync(self, func):
         code = getattr(func, "__code__", None)

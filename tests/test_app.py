@@ -186,3 +186,32 @@ def test_layout_links_are_built_once_yet_follow_a_mounted_apps_script_root(clien
     mounted = client.get("/session/new", base_url="http://localhost/auth").text
     assert 'href="/auth/static/keyfob.css' in mounted and 'action="/auth/session"' in mounted
     assert 'href="/static/keyfob.css' in client.get("/session/new").text
+
+
+@pytest.mark.parametrize("environ", [
+    {}, {"HTTP_HOST": "Auth.Example.COM"}, {"HTTP_HOST": "auth.example.com:8443"}, {"HTTP_HOST": "[::1]:8000"},
+    {"HTTP_HOST": "auth.example.com."}, {"HTTP_HOST": "a..b"}, {"HTTP_HOST": ".a"}, {"HTTP_HOST": "x" * 64},
+    {"HTTP_HOST": "bücher.example"}, {"HTTP_HOST": "bad host"}, {"SCRIPT_NAME": "/keyfob"},
+    {"PATH_INFO": "/caf\xc3\xa9/\xff", "QUERY_STRING": "a=%C3%A9&b=\xe9"}, {"PATH_INFO": ""},
+    {"wsgi.url_scheme": "https", "SERVER_PORT": "443"},
+    {"HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade"}, {"REQUEST_METHOD": "POST"}])
+def test_url_adapters_are_the_ones_flask_makes(app, environ):
+    base = {"REQUEST_METHOD": "GET", "PATH_INFO": "/api/me", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000",
+            "wsgi.url_scheme": "http"}
+
+    def adapter(make):
+        request = app.request_class({**base, **environ})
+        try:
+            made = make(app, request)
+        except Exception as error:  # a Host IDNA refuses is a 400, the same either way
+            return type(error), request.host
+        return {name: value for name, value in vars(made).items() if name != "map"}, request.host
+
+    assert adapter(app_module.Keyfob.create_url_adapter) == adapter(app_module.Flask.create_url_adapter)
+
+
+@pytest.mark.parametrize("answer", [{"b": 1, "a": [None, True, 1.5]}, {"name": "Zoë ☕", "at": 0}, {}])
+def test_json_answers_are_the_ones_flask_writes(app, answer):
+    from flask.json.provider import DefaultJSONProvider
+    made, flasks = app.json.response(answer), DefaultJSONProvider(app).response(answer)
+    assert (made.get_data(), made.headers["Content-Type"]) == (flasks.get_data(), flasks.headers["Content-Type"])
