@@ -2,6 +2,7 @@
 import contextlib
 import importlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -12,14 +13,14 @@ import time
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
-from flask import Flask, Request, Response, g, has_request_context, render_template, request
+from flask import Flask, Request, Response, after_this_request, g, has_request_context, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from markupsafe import Markup
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFError
 from peewee import DataError, InterfaceError, OperationalError, SqliteDatabase
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.routing import MapAdapter
 from werkzeug.wsgi import get_host
 
@@ -63,16 +64,37 @@ def create_app(config=None):
 class FormRequest(Request):
     """Flask's request, reading a urlencoded body (every OAuth POST, every page's form) in one step: Werkzeug's
     general form parser spends about 25 µs of such a request on streams and parser objects before it calls the
-    same parse_qsl. The same rules hold: MAX_CONTENT_LENGTH (413), and a body that is not UTF-8 is an empty form."""
+    same parse_qsl. The same rules hold: MAX_CONTENT_LENGTH (413), a body shorter than its Content-Length (400),
+    and a body that is not UTF-8 is an empty form."""
+
+    @property
+    def mimetype(self):
+        """Werkzeug's: the Content-Type before its first parameter, lowercase; without parsing the parameters."""
+        return self.environ.get("CONTENT_TYPE", "").partition(";")[0].strip(" \t").lower()
 
     def _load_form_data(self):
         if "form" in self.__dict__ or self.mimetype != "application/x-www-form-urlencoded":
             return super()._load_form_data()
         try:
-            fields = parse_qsl(self.stream.read().decode(), keep_blank_values=True, errors="werkzeug.url_quote")
+            fields = parse_qsl(self.body().decode(), keep_blank_values=True, errors="werkzeug.url_quote")
         except ValueError:
             fields = []
         self.__dict__.update(form=self.parameter_storage_class(fields), files=self.parameter_storage_class())
+
+    def body(self):
+        """The body its Content-Length announces, read from the server's stream as it is; a chunked body, or one a
+        server ends itself, through Werkzeug's stream."""
+        environ, length = self.environ, self.environ.get("CONTENT_LENGTH", "")
+        if not (length.isascii() and length.isdigit()) or "HTTP_TRANSFER_ENCODING" in environ \
+                or environ.get("wsgi.input_terminated"):
+            return self.stream.read()
+        if self.max_content_length is not None and int(length) > self.max_content_length:
+            raise RequestEntityTooLarge()
+        body = environ["wsgi.input"].read(int(length))
+        self.__dict__["stream"] = io.BytesIO()  # read to its end, as Werkzeug's would be
+        if len(body) < int(length):
+            raise ClientDisconnected()
+        return body
 
 
 class SecureResponse(Response):
@@ -379,17 +401,29 @@ def serve_pages_and_endpoints(app):
 
 
 def hook_where_concerned(app, check_csrf, add_cors, look):
-    """Each hook runs only on the requests it concerns, from Flask's per-blueprint hook lists (where a blueprint's
-    own hooks go): a database connection and the housekeeping look for every blueprint, the CSRF check for pages,
-    CORS for the machine endpoints. A request no blueprint serves (a missing page, a static file) runs none."""
+    """Each hook runs only on the requests it concerns, as one hook per blueprint in Flask's per-blueprint lists
+    (where a blueprint's own hooks go) taking its steps in turn: a database connection and the housekeeping look for
+    every blueprint, then the CSRF check for pages, or CORS for the machine endpoints. A request no blueprint serves
+    (a missing page, a static file) runs none."""
+    common = [connections.open, *([look] if look else [])]
+    before = {True: in_turn(*common, add_cors), False: in_turn(*common, check_csrf)}
     for blueprint in app.blueprints:
-        machine = blueprint in MACHINE_ENDPOINTS
-        before = [connections.open, *([look] if look else []), *([] if machine else [check_csrf])]
-        app.before_request_funcs.setdefault(blueprint, []).extend(before)
-        if machine:
-            app.after_request_funcs.setdefault(blueprint, []).append(add_cors)
+        app.before_request_funcs.setdefault(blueprint, []).append(before[blueprint in MACHINE_ENDPOINTS])
     if app.before_request_funcs.get(None) or app.after_request_funcs.get(None):
         raise RuntimeError("A hook runs on every request: see app.hook_where_concerned")
+
+
+def in_turn(*steps):
+    """One before-request hook for several steps, run in turn until one answers (Flask's rule for its own list): a
+    bearer check pays for one call rather than three."""
+    def before():
+        for step in steps:
+            answer = step()
+            if answer is not None:
+                return answer
+        return None
+    before.steps = steps
+    return before
 
 
 def taken_csrf_hook(app):
@@ -433,7 +467,7 @@ class CookieSessions(SecureCookieSessionInterface):
 def cross_origin(app):
     """CORS for the machine endpoints, for requests that carry an Origin: flask-cors answers nothing else
     (always_send=False), and matching every request's path against its resources would cost each bearer
-    check about 10 µs for nothing."""
+    check about 10 µs for nothing. Returns the step that adds flask-cors' hook to such a request alone."""
     CORS(app, resources={f"^{path}.*" if path.endswith("/") else f"^{path}$": {}
                          for path in MACHINE_PATHS},
          allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
@@ -443,7 +477,11 @@ def cross_origin(app):
     add_headers = app.after_request_funcs[None].pop()
     if add_headers.__module__ != "flask_cors.extension":
         raise RuntimeError(f"flask-cors registered {add_headers!r}, not its hook: see app.cross_origin")
-    return lambda response: add_headers(response) if "HTTP_ORIGIN" in request.environ else response
+
+    def cross_origin_asked():
+        if "HTTP_ORIGIN" in request.environ:
+            after_this_request(add_headers)
+    return cross_origin_asked
 
 
 def register_error_handlers(app):

@@ -3,7 +3,7 @@ from functools import wraps
 
 from flask import g, redirect, request, session, url_for
 
-from models import AccessToken, Session, canonical_scope
+from models import GRANTS, AccessToken, Session, canonical_scope
 from oauth import idle_token_days, issuer, machine_endpoint
 from oauth.limits import limiter
 
@@ -89,6 +89,7 @@ def require_token(scope):
     ("read" or "write"; write includes read), answering RFC 6750 §3 challenges that name the RFC 9728
     metadata and the scope needed. The token is g.access_token."""
     needed = canonical_scope(scope)
+    enough = {grant for grant in GRANTS if canonical_scope(f"{grant} {scope}") == grant}  # the grants that include it
 
     def decorator(view):
         @wraps(view)
@@ -102,7 +103,7 @@ def require_token(scope):
             bearer = AccessToken.authenticate(token, idle_token_days(), environ.get("REMOTE_ADDR"))
             if bearer is None or bearer.resource is not None and bearer.resource != issuer():
                 return challenge(401, "invalid_token", "The access token is invalid, revoked, or for another resource")
-            if canonical_scope(f"{bearer.scope} {scope}") != bearer.scope:
+            if bearer.scope not in enough:
                 return challenge(403, "insufficient_scope", f"The access token does not grant {scope}", scope=needed)
             g.access_token = bearer
             return view(*args, **kwargs)

@@ -94,9 +94,10 @@ def test_hooks_run_only_on_the_requests_they_concern(app):
     assert None not in app.before_request_funcs or not app.before_request_funcs[None]
     assert None not in app.after_request_funcs or not app.after_request_funcs[None]
     for blueprint in app.blueprints:
-        modules = {hook.__module__ for hook in app.before_request_funcs[blueprint]}
+        (hook,) = app.before_request_funcs[blueprint]
+        modules = {step.__module__ for step in hook.steps}
         assert ("flask_wtf.csrf" in modules) is (blueprint not in MACHINE_ENDPOINTS), blueprint
-        cors = [hook for hook in app.after_request_funcs.get(blueprint, []) if "cross_origin" in hook.__qualname__]
+        cors = [step for step in hook.steps if "cross_origin" in step.__qualname__]
         assert bool(cors) is (blueprint in MACHINE_ENDPOINTS), blueprint
 
 
@@ -215,3 +216,40 @@ def test_json_answers_are_the_ones_flask_writes(app, answer):
     from flask.json.provider import DefaultJSONProvider
     made, flasks = app.json.response(answer), DefaultJSONProvider(app).response(answer)
     assert (made.get_data(), made.headers["Content-Type"]) == (flasks.get_data(), flasks.headers["Content-Type"])
+
+
+@pytest.mark.parametrize("content_type", ["", "application/x-www-form-urlencoded", " Application/X-WWW-Form-URLencoded ;",
+                                          "application/x-www-form-urlencoded; charset=UTF-8", "text/plain;a=\"b;c\"",
+                                          "application/json\t; charset=utf-8", ";", "multipart/form-data; boundary=x"])
+def test_request_mimetypes_are_werkzeugs(app, content_type):
+    from werkzeug.wrappers import Request
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": content_type}
+    assert app.request_class(environ).mimetype == Request(environ).mimetype
+
+
+@pytest.mark.parametrize("length, body, form", [
+    ("9", b"a=1&b=%41", {"a": "1", "b": "A"}), ("3", b"a=1&b=2", {"a": "1"}), ("", b"a=1", {}),
+    ("x", b"a=1", {}), ("4", b"a=\xff\xfe", {}), (None, b"a=1", {})])
+def test_urlencoded_bodies_read_as_werkzeug_reads_them(app, length, body, form):
+    import io
+    from werkzeug.wrappers import Request
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded"}
+    if length is not None:
+        environ["CONTENT_LENGTH"] = length
+    read = [request_class({**environ, "wsgi.input": io.BytesIO(body)}) for request_class in (app.request_class, Request)]
+    assert [request.form.to_dict() for request in read] == [form, form]
+    assert [request.get_data() for request in read] == [b"", b""]
+
+
+def test_a_body_shorter_than_its_length_or_over_the_limit_is_refused(client):
+    from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+    import io
+    for length, body, refusal in (("10", b"a=1", ClientDisconnected), (str(64 * 1024 + 1), b"a=1", RequestEntityTooLarge)):
+        request = client.application.request_class({
+            "REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": length,
+            "wsgi.input": io.BytesIO(body)})
+        request.max_content_length = 64 * 1024
+        with pytest.raises(refusal):
+            request.form
+    assert client.post("/oauth/token", data="a=" + "x" * 70_000,
+                       content_type="application/x-www-form-urlencoded").status_code == 413
