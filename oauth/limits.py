@@ -3,10 +3,11 @@ limit is counted by the view it decorates, in memory or in Redis as configured."
 import ipaddress
 import threading
 import time
+from functools import wraps
 
 from flask import after_this_request, request
 from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
-from flask_limiter.util import get_remote_address
+from flask_limiter.util import get_qualified_name, get_remote_address
 from limits.storage import MemoryStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
 
@@ -31,6 +32,30 @@ class ViewLimiter(Limiter):
         if self._in_memory_fallback_enabled and isinstance(self._fallback_limiter, FixedWindowRateLimiter):
             self._fallback_storage = Counts()
             self._fallback_limiter = FixedWindowRateLimiter(self._fallback_storage)
+
+    def limit(self, *args, **kwargs):
+        return self.counted_by_view(super().limit(*args, **kwargs))
+
+    def shared_limit(self, *args, **kwargs):
+        return self.counted_by_view(super().shared_limit(*args, **kwargs))
+
+    def counted_by_view(self, declared):
+        """Flask-Limiter's decorator, declaring the limit for the view as it does; the view is wrapped once however
+        many limits it has, by a wrapper that counts them all. Flask-Limiter's own looks up the endpoint's view
+        and names it on every request, for hints its request hooks (off here) would use."""
+        def decorate(view):
+            declared(view)
+            if getattr(view, "counts_limits", False):
+                return view
+            name = get_qualified_name(view)
+
+            @wraps(view)
+            def counted(*args, **kwargs):
+                self._check_request_limit(in_middleware=False, callable_name=name)
+                return view(*args, **kwargs)
+            counted.counts_limits = True
+            return counted
+        return decorate
 
     def owns(self, hook):
         return getattr(hook, "__self__", None) is self or getattr(hook, "args", ())[:1] == (self,)

@@ -72,3 +72,11 @@ def test_counting_hits_starts_no_thread(config, oauth_client):
     answers = [client.post("/oauth/revocation", data={"token": "x", "client_id": oauth_client.client_id},
                            environ_base={"REMOTE_ADDR": f"192.0.2.{n % 200}"}) for n in range(200)]
     assert {answer.status_code for answer in answers} == {200} and threading.active_count() <= before
+
+
+def test_a_view_is_wrapped_once_however_many_limits_it_has():
+    def view():
+        return "counted"
+    once = limiter.limit("5/minute", scope="a")(view)
+    assert limiter.shared_limit("7/minute", scope="b")(once) is once and once.counts_limits
+    assert [limit.limit.amount for limit in limiter.limit_manager.decorated_limits(get_qualified_name(view))] == [5, 7]
