@@ -18,7 +18,6 @@ from flask.json.provider import DefaultJSONProvider
 from markupsafe import Markup
 from flask.sessions import NullSession, SecureCookieSessionInterface
 from flask_cors import CORS
-from flask_wtf.csrf import CSRFError
 from peewee import DataError, InterfaceError, OperationalError, SqliteDatabase
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.routing import MapAdapter
@@ -27,9 +26,9 @@ from werkzeug.wsgi import get_host
 import migrations
 from models import (AuditEvent, RedirectTrust, SecretKeyCheck, absent_user_digest, db, is_resource_url, scope_words,
                     when)
-from oauth import MACHINE_ENDPOINTS, MACHINE_PATHS, OAuthError, csrf, is_machine_request, machine_endpoint
-from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, housekeeping,
-                   introspections, metadata, passwords, revocations, sessions, tokens)
+from oauth import MACHINE_ENDPOINTS, MACHINE_PATHS, OAuthError, is_machine_request
+from oauth import (access_tokens, activity, api, apps, authorizations, clients, connected_apps, forms, home,
+                   housekeeping, introspections, metadata, passwords, revocations, sessions, tokens)
 from oauth.limits import limiter
 
 BLUEPRINTS = (access_tokens, activity, api, apps, authorizations, clients, connected_apps, home, introspections,
@@ -170,7 +169,7 @@ def load_settings(app, config):
         DATABASE_URL=f"sqlite:///{os.path.join(app.instance_path, 'keyfob.db')}",
         RATELIMIT_STORAGE_URI="memory://", RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 1, "socket_connect_timeout": 1},  # a hung Redis: fall back
-        MAX_CONTENT_LENGTH=64 * 1024, WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=64 * 1024,
         SESSION_COOKIE_NAME="keyfob_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12), SESSION_REFRESH_EACH_REQUEST=False)
     app.config.from_prefixed_env("KEYFOB")
@@ -228,8 +227,8 @@ def max_pending_clients(setting):
 # ---- The instance folder and keys ------------------------------------------------------------------------------
 def configure_secret_keys(app):
     """The secret key and the retired keys still accepted (KEYFOB_SECRET_KEY_FALLBACKS, comma-separated,
-    or the instance file `keyfob keys rotate` keeps): sessions, CSRF tokens and codes signed with a
-    fallback stay valid, and everything new is signed with the current key."""
+    or the instance file `keyfob keys rotate` keeps): sessions (with the form tokens they hold) and codes signed
+    with a fallback stay valid, and everything new is signed with the current key."""
     fallbacks = app.config.get("SECRET_KEY_FALLBACKS")
     if isinstance(fallbacks, str):
         fallbacks = [key.strip() for key in fallbacks.split(",") if key.strip()]
@@ -239,8 +238,6 @@ def configure_secret_keys(app):
         app.secret_key = instance_secret(app.instance_path)
         fallbacks = fallbacks or instance_fallbacks(app.instance_path)
     app.config["SECRET_KEY_FALLBACKS"] = list(fallbacks or ())
-    if fallbacks:
-        app.config["WTF_CSRF_SECRET_KEY"] = [*reversed(fallbacks), app.secret_key]  # itsdangerous signs with the last
 
 
 def instance_secret(instance_path):
@@ -385,28 +382,26 @@ connections = Connections()
 def serve_pages_and_endpoints(app):
     app.session_interface = CookieSessions()
     limiter.init_app(app)
-    csrf.init_app(app)
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)
-        if module.bp.name in MACHINE_ENDPOINTS:
-            machine_endpoint(module.bp)
     app.jinja_env.filters.update(when=lambda at: Markup('<span class="when">%s</span>') % when(at),
                                  scope_words=scope_words)
     app.url_map.merge_slashes = False
     register_error_handlers(app)
-    hook_where_concerned(app, check_csrf=taken_csrf_hook(app), add_cors=cross_origin(app),
+    app.jinja_env.globals["csrf_token"] = forms.form_token
+    hook_where_concerned(app, check_form=forms.check_form, add_cors=cross_origin(app),
                          look=housekeeping.look_hourly(app))
     if app.config.get("LOG_AUDIT_EVENTS", True):  # `keyfob` commands other than serve: the table is their record
         log_audit_events()
 
 
-def hook_where_concerned(app, check_csrf, add_cors, look):
+def hook_where_concerned(app, check_form, add_cors, look):
     """Each hook runs only on the requests it concerns, as one hook per blueprint in Flask's per-blueprint lists
     (where a blueprint's own hooks go) taking its steps in turn: a database connection and the housekeeping look for
     every blueprint, then the CSRF check for pages, or CORS for the machine endpoints. A request no blueprint serves
     (a missing page, a static file) runs none."""
     common = [connections.open, *([look] if look else [])]
-    before = {True: in_turn(*common, add_cors), False: in_turn(*common, check_csrf)}
+    before = {True: in_turn(*common, add_cors), False: in_turn(*common, check_form)}
     for blueprint in app.blueprints:
         app.before_request_funcs.setdefault(blueprint, []).append(before[blueprint in MACHINE_ENDPOINTS])
     if app.before_request_funcs.get(None) or app.after_request_funcs.get(None):
@@ -424,17 +419,6 @@ def in_turn(*steps):
         return None
     before.steps = steps
     return before
-
-
-def taken_csrf_hook(app):
-    """Flask-WTF's CSRF check, which csrf.init_app registered for every request (checked against Flask-WTF 1.2;
-    tests/test_app.py fails if that changes), taken back to run on pages alone."""
-    hooks = app.before_request_funcs[None]
-    check = next((hook for hook in hooks if hook.__module__ == "flask_wtf.csrf"), None)
-    if check is None:
-        raise RuntimeError("Flask-WTF registered no CSRF hook: see app.taken_csrf_hook")
-    hooks.remove(check)
-    return check
 
 
 NO_SESSION = NullSession()  # one for every machine request: it refuses to be written
@@ -492,7 +476,7 @@ def register_error_handlers(app):
         return render_template("errors/show.html", title=title, message=message, status=status), status, headers or {}
 
     app.register_error_handler(OAuthError, OAuthError.as_response)
-    app.register_error_handler(CSRFError, lambda error: failure(
+    app.register_error_handler(forms.FormExpired, lambda error: failure(
         400, "invalid_request", "The form has expired", "This form has expired",
         "Go back, reload the page and try again."))
 

@@ -1,9 +1,8 @@
 """What every endpoint shares: which are machine endpoints, the one error type, parameter reading, the
-issuer, caching and CSRF."""
+issuer and caching."""
 from urllib.parse import urlencode
 
 from flask import current_app, g, request
-from flask_wtf.csrf import CSRFProtect
 
 from models import Client
 
@@ -16,17 +15,8 @@ MACHINE_ENDPOINTS = {"api": ("/api/",), "clients": ("/oauth/clients", "/register
 MACHINE_PATHS = tuple(path for paths in MACHINE_ENDPOINTS.values() for path in paths)
 MAX_PARAMETER_LENGTH = 2048
 
-csrf = CSRFProtect()
-
-
 def is_machine_request():
     return request.path.startswith(MACHINE_PATHS)
-
-
-def machine_endpoint(blueprint_or_view):
-    """Mark a blueprint or a view as a machine endpoint for CSRF: a token or client credentials, never a
-    cookie, authenticate it, so there is nothing to forge."""
-    return csrf.exempt(blueprint_or_view)
 
 
 def forbid_caching(response):

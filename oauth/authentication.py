@@ -4,7 +4,7 @@ from functools import wraps
 from flask import g, redirect, request, session, url_for
 
 from models import GRANTS, AccessToken, Session, canonical_scope
-from oauth import idle_token_days, issuer, machine_endpoint
+from oauth import idle_token_days, issuer
 from oauth.limits import limiter
 
 RETURN_TO_MAX_LENGTH = 2048
@@ -107,7 +107,7 @@ def require_token(scope):
                 return challenge(403, "insufficient_scope", f"The access token does not grant {scope}", scope=needed)
             g.access_token = bearer
             return view(*args, **kwargs)
-        return machine_endpoint(wrapper)
+        return wrapper
     return decorator
 
 

@@ -291,7 +291,7 @@ def sign_in_state(client, user):
 
 
 def csrf_headers(actions, mode):
-    """A valid CSRF token in the header Flask-WTF reads when the form has none, a hostile one, or none."""
+    """A valid CSRF token in the header read when the form has none, a hostile one, or none."""
     if mode == "valid":
         return {"X-CSRFToken": actions.csrf_token(actions.client.get("/session/new"))}
     return {"X-CSRFToken": mode} if mode else {}
