@@ -254,3 +254,25 @@ def test_a_body_shorter_than_its_length_or_over_the_limit_is_refused(client):
             request.form
     assert client.post("/oauth/token", data="a=" + "x" * 70_000,
                        content_type="application/x-www-form-urlencoded").status_code == 413
+
+
+def test_session_cookies_are_remembered_once_checked_yet_their_age_is_checked_on_every_request(app, monkeypatch):
+    from itsdangerous import BadSignature, SignatureExpired
+    import time as clock
+    cookies = app.session_interface.get_signing_serializer(app)
+    assert cookies is app.session_interface.get_signing_serializer(app)
+    cookie, lifetime = cookies.dumps({"flashes": [["notice", "Saved."]]}), 12 * 3600
+    first = cookies.loads(cookie, lifetime)
+    first["flashes"].append("changed")
+    assert cookies.loads(cookie, lifetime) == {"flashes": [["notice", "Saved."]]} and cookie in cookies.checked
+    for forged in (cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB"), "x", cookie + "."):
+        with pytest.raises(BadSignature):
+            cookies.loads(forged, lifetime)
+        assert forged not in cookies.checked
+    later = clock.time() + lifetime + 1
+    monkeypatch.setattr(clock, "time", lambda: later)
+    with pytest.raises(SignatureExpired):
+        cookies.loads(cookie, lifetime)
+    for n in range(cookies.REMEMBERED + 1):
+        cookies.loads(cookies.dumps({"n": n}), lifetime)
+    assert len(cookies.checked) <= cookies.REMEMBERED
