@@ -82,19 +82,22 @@ class FormRequest(Request):
         self.__dict__.update(form=self.parameter_storage_class(fields), files=self.parameter_storage_class())
 
     def body(self):
-        """The body its Content-Length announces, read from the server's stream as it is; a chunked body, or one a
-        server ends itself, through Werkzeug's stream."""
+        """The body its Content-Length announces, read from the server's stream as it is (waitress and gunicorn
+        buffer it); a chunked body, or one something read already, as Werkzeug's parser reads it."""
         environ, length = self.environ, self.environ.get("CONTENT_LENGTH", "")
         if not (length.isascii() and length.isdigit()) or "HTTP_TRANSFER_ENCODING" in environ \
-                or environ.get("wsgi.input_terminated"):
-            return self.stream.read()
+                or "stream" in self.__dict__ or hasattr(self, "_cached_data"):
+            return self._get_stream_for_parsing().read()
         if self.max_content_length is not None and int(length) > self.max_content_length:
             raise RequestEntityTooLarge()
-        body = environ["wsgi.input"].read(int(length))
+        chunks, missing = [], int(length)
+        while missing and (chunk := environ["wsgi.input"].read(missing)):
+            chunks.append(chunk)
+            missing -= len(chunk)
         self.__dict__["stream"] = io.BytesIO()  # read to its end, as Werkzeug's would be
-        if len(body) < int(length):
+        if missing:
             raise ClientDisconnected()
-        return body
+        return b"".join(chunks)
 
 
 class SecureResponse(Response):
@@ -114,7 +117,7 @@ class JSONAnswers(DefaultJSONProvider):
 
     def response(self, *args, **kwargs):
         if len(args) != 1 or kwargs or self._app.debug or self.compact is False or not self.ensure_ascii \
-                or not self.sort_keys:
+                or not self.sort_keys or self.default is not DefaultJSONProvider.default:
             return super().response(*args, **kwargs)
         return self._app.response_class(self.encoder.encode(args[0]) + "\n", content_type=self.mimetype)
 
@@ -453,9 +456,10 @@ class CookieSessions(SecureCookieSessionInterface):
 class CheckedCookies:
     """The session's serializer, remembering for each cookie whose signature it has checked what it holds and when it
     was signed: a browser sends the same cookie with every request until its session changes, and checking the
-    HMAC again took a third of opening a session. The age is checked on every request, as itsdangerous checks it;
-    a cookie that fails its check is not remembered, and at most 4,096 are."""
-    REMEMBERED = 4096
+    HMAC again took a third of opening a session. The age is checked on every request, as itsdangerous checks it.
+    A cookie whose signature fails is not remembered, nor one longer than a signed-in browser's (a sign-in page's
+    may hold a 2 KB address to return to), and at most 1,024 are: a few MB at most."""
+    REMEMBERED, LONGEST = 1024, 1024
 
     def __init__(self, serializer):
         self.serializer, self.checked = serializer, {}
@@ -471,9 +475,11 @@ class CheckedCookies:
 
     def check(self, cookie):
         payload, signed = self.serializer.make_signer().unsign(cookie, return_timestamp=True)
-        if len(self.checked) >= self.REMEMBERED:
-            self.checked.clear()
-        self.checked[cookie] = checked = payload, int(signed.timestamp())
+        checked = payload, int(signed.timestamp())
+        if len(cookie) <= self.LONGEST:
+            if len(self.checked) >= self.REMEMBERED:
+                self.checked.clear()
+            self.checked[cookie] = checked
         return checked
 
 

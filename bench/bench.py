@@ -184,7 +184,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=1_000_000, help="rows for the large-table bearer run")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as directory:  # a checkpoint may outlive db.close()
         os.environ["KEYFOB_INSTANCE_PATH"] = directory
         app, call, client_id, token, (introspected, credentials) = setup(directory)
         plain_call, bearer = Caller(plain_flask()), {"HTTP_AUTHORIZATION": f"Bearer {token}"}

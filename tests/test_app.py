@@ -1,5 +1,6 @@
 """The application factory: configuration, the instance secret, what every response carries."""
 import ast
+import io
 import os
 import subprocess
 import sys
@@ -242,6 +243,30 @@ def test_urlencoded_bodies_read_as_werkzeug_reads_them(app, length, body, form):
     assert [request.get_data() for request in read] == [b"", b""]
 
 
+class Trickle:
+    """A server's stream that hands over a few bytes at a time when asked for some, and the rest when asked for all."""
+
+    def __init__(self, body):
+        self.left = body
+
+    def read(self, size=-1):
+        chunk, self.left = (self.left, b"") if size is None or size < 0 else (self.left[:4], self.left[4:])
+        return chunk
+
+
+@pytest.mark.parametrize("input_terminated", [False, True])
+def test_a_body_is_read_whole_however_the_server_hands_it_over_or_whatever_read_it_first(app, input_terminated):
+    from werkzeug.wrappers import Request
+    body = b"client_id=abc&token=kf_at_xyz&x=%41"
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded",
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input_terminated": input_terminated}
+    expected = {"client_id": "abc", "token": "kf_at_xyz", "x": "A"}
+    for made in (app.request_class, Request):
+        assert made({**environ, "wsgi.input": Trickle(body)}).form.to_dict() == expected, made
+        read_first = made({**environ, "wsgi.input": io.BytesIO(body)})
+        assert read_first.get_data() == body and read_first.form.to_dict() == expected, made
+
+
 def test_a_body_shorter_than_its_length_or_over_the_limit_is_refused(client):
     from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
     import io
@@ -257,8 +282,9 @@ def test_a_body_shorter_than_its_length_or_over_the_limit_is_refused(client):
 
 
 def test_session_cookies_are_remembered_once_checked_yet_their_age_is_checked_on_every_request(app, monkeypatch):
-    from itsdangerous import BadSignature, SignatureExpired
+    import secrets
     import time as clock
+    from itsdangerous import BadSignature, SignatureExpired
     cookies = app.session_interface.get_signing_serializer(app)
     assert cookies is app.session_interface.get_signing_serializer(app)
     cookie, lifetime = cookies.dumps({"flashes": [["notice", "Saved."]]}), 12 * 3600
@@ -276,3 +302,6 @@ def test_session_cookies_are_remembered_once_checked_yet_their_age_is_checked_on
     for n in range(cookies.REMEMBERED + 1):
         cookies.loads(cookies.dumps({"n": n}), lifetime)
     assert len(cookies.checked) <= cookies.REMEMBERED
+    long = cookies.dumps({"return_to": "/oauth/authorization/new?state=" + secrets.token_urlsafe(1500)})
+    cookies.loads(long, lifetime)
+    assert long not in cookies.checked
