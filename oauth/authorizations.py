@@ -45,14 +45,15 @@ def create():
     grant = signed_in_request()
     if grant is None:
         raise OAuthError("access_denied", "The user is not signed in")
+    user = current_user()
     if request.form.get("decision") != "approve":
-        AuditEvent.record("consent.denied", current_user(), g.client, scope=grant["scope"])
+        AuditEvent.record("consent.denied", user, g.client, scope=grant["scope"])
         raise OAuthError("access_denied", "The user denied the request")
     refusal = password_refusal()
     if refusal:
         return consent_page(grant, refusal), 401
-    AuditEvent.record("consent.granted", current_user(), g.client, scope=grant["scope"], resource=grant["resource"])
-    code = AuthorizationCode(user_id=current_user().id, user_check=current_user().session_check, **grant)
+    AuditEvent.record("consent.granted", user, g.client, scope=grant["scope"], resource=grant["resource"])
+    code = AuthorizationCode(user_id=user.id, user_check=user.session_check, **grant)
     g.client.record_authorization()
     return redirect_to_client(code=code.seal(), state=g.get("state"))
 
