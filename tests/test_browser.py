@@ -121,11 +121,14 @@ def test_a_connected_app_is_listed_and_disconnecting_it_refuses_its_token(server
     page.get_by_role("button", name="Approve").click()
     page.get_by_text("The app got its answer").wait_for()
     token = exchange(server, params, catcher.received[-1]["code"])
+    assert me(server, token).status_code == 200  # used: its row shows when, and from where
     page.goto(f"{server}/my/connected_apps")
     sign_in(page, "erin")  # served on a loopback host, the approval ended the sign-in
     page.goto(f"{server}/my/connected_apps")
     row = page.get_by_role("row").filter(has_text="Browser Test App").first
-    assert "Read and write" in row.inner_text() and "self-declared" in row.inner_text()
+    assert "Read and write" in row.inner_text() and "self-declared" in row.inner_text() and "from " in row.inner_text()
+    assert page.evaluate("""() => { const table = document.querySelector('table.listing');
+        return table.getBoundingClientRect().right <= table.closest('.card').getBoundingClientRect().right; }""")
     screenshot(page, "connected-apps")
     row.get_by_role("link", name="Disconnect…").click()
     screenshot(page, "disconnect-confirmation")
