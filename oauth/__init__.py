@@ -15,6 +15,7 @@ MACHINE_ENDPOINTS = {"api": ("/api/",), "clients": ("/oauth/clients", "/register
 MACHINE_PATHS = tuple(path for paths in MACHINE_ENDPOINTS.values() for path in paths)
 MAX_PARAMETER_LENGTH = 2048
 
+
 def is_machine_request():
     return request.path.startswith(MACHINE_PATHS)
 

@@ -2,13 +2,19 @@
 import ast
 import io
 import os
+import secrets
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from flask import request
+from flask.json.provider import DefaultJSONProvider
+from itsdangerous import BadSignature, SignatureExpired
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.wrappers import Request
 
 import app as app_module
 from app import create_app, instance_secret
@@ -214,7 +220,6 @@ def test_url_adapters_are_the_ones_flask_makes(app, environ):
 
 @pytest.mark.parametrize("answer", [{"b": 1, "a": [None, True, 1.5]}, {"name": "Zoë ☕", "at": 0}, {}])
 def test_json_answers_are_the_ones_flask_writes(app, answer):
-    from flask.json.provider import DefaultJSONProvider
     made, flasks = app.json.response(answer), DefaultJSONProvider(app).response(answer)
     assert (made.get_data(), made.headers["Content-Type"]) == (flasks.get_data(), flasks.headers["Content-Type"])
 
@@ -224,7 +229,6 @@ def test_json_answers_are_the_ones_flask_writes(app, answer):
     "application/x-www-form-urlencoded; charset=UTF-8", "text/plain;a=\"b;c\"", "application/json\t; charset=utf-8",
     "multipart/form-data; boundary=x"])
 def test_request_mimetypes_are_werkzeugs(app, content_type):
-    from werkzeug.wrappers import Request
     environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": content_type}
     assert app.request_class(environ).mimetype == Request(environ).mimetype
 
@@ -233,8 +237,6 @@ def test_request_mimetypes_are_werkzeugs(app, content_type):
     ("9", b"a=1&b=%41", {"a": "1", "b": "A"}), ("3", b"a=1&b=2", {"a": "1"}), ("", b"a=1", {}),
     ("x", b"a=1", {}), ("4", b"a=\xff\xfe", {}), (None, b"a=1", {})])
 def test_urlencoded_bodies_read_as_werkzeug_reads_them(app, length, body, form):
-    import io
-    from werkzeug.wrappers import Request
     environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded"}
     if length is not None:
         environ["CONTENT_LENGTH"] = length
@@ -256,7 +258,6 @@ class Trickle:
 
 @pytest.mark.parametrize("input_terminated", [False, True])
 def test_a_body_is_read_whole_however_the_server_hands_it_over_or_whatever_read_it_first(app, input_terminated):
-    from werkzeug.wrappers import Request
     body = b"client_id=abc&token=kf_at_xyz&x=%41"
     environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded",
                "CONTENT_LENGTH": str(len(body)), "wsgi.input_terminated": input_terminated}
@@ -268,8 +269,6 @@ def test_a_body_is_read_whole_however_the_server_hands_it_over_or_whatever_read_
 
 
 def test_a_body_shorter_than_its_length_or_over_the_limit_is_refused(client):
-    from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-    import io
     for length, refusal in (("10", ClientDisconnected), (str(64 * 1024 + 1), RequestEntityTooLarge)):
         request = client.application.request_class({
             "REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": length,
@@ -282,9 +281,6 @@ def test_a_body_shorter_than_its_length_or_over_the_limit_is_refused(client):
 
 
 def test_session_cookies_are_remembered_once_checked_yet_their_age_is_checked_on_every_request(app, monkeypatch):
-    import secrets
-    import time as clock
-    from itsdangerous import BadSignature, SignatureExpired
     cookies = app.session_interface.get_signing_serializer(app)
     assert cookies is app.session_interface.get_signing_serializer(app)
     cookie, lifetime = cookies.dumps({"flashes": [["notice", "Saved."]]}), 12 * 3600
@@ -295,8 +291,8 @@ def test_session_cookies_are_remembered_once_checked_yet_their_age_is_checked_on
         with pytest.raises(BadSignature):
             cookies.loads(forged, lifetime)
         assert forged not in cookies.checked
-    later = clock.time() + lifetime + 1
-    monkeypatch.setattr(clock, "time", lambda: later)
+    later = time.time() + lifetime + 1
+    monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(SignatureExpired):
         cookies.loads(cookie, lifetime)
     for n in range(cookies.REMEMBERED + 1):
