@@ -43,6 +43,8 @@ HTTP_ERRORS = {401: "invalid_client", 404: "not_found", 413: "invalid_request", 
                503: "temporarily_unavailable"}
 SECURE_HEADERS = [("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"),
                   ("Referrer-Policy", "same-origin")]
+NO_STORE_HEADERS = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+CACHING_HEADERS = {name.lower() for name, _ in NO_STORE_HEADERS}
 JSON_HEADERS = [*SECURE_HEADERS, ("Content-Security-Policy", "frame-ancestors 'none'")]
 PAGE_HEADERS = [*SECURE_HEADERS, ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self';"
                                   " img-src 'self'; frame-ancestors 'none'; base-uri 'none'")]
@@ -75,11 +77,23 @@ class FormRequest(Request):
     def _load_form_data(self):
         if "form" in self.__dict__ or self.mimetype != "application/x-www-form-urlencoded":
             return super()._load_form_data()
-        try:
-            fields = parse_qsl(self.body().decode(), keep_blank_values=True, errors="werkzeug.url_quote")
-        except ValueError:
-            fields = []
-        self.__dict__.update(form=self.parameter_storage_class(fields), files=self.parameter_storage_class())
+        self.__dict__.update(form=self.parameter_storage_class(self.form_fields()),
+                             files=self.parameter_storage_class())
+
+    def form_fields(self):
+        """A urlencoded body's (name, value) pairs in order, read once: request.form is made of them, and the
+        OAuth endpoints read them without it."""
+        fields = self.__dict__.get("_form_fields")
+        if fields is None:
+            if "form" in self.__dict__:
+                fields = list(self.form.items(multi=True))
+            else:
+                try:
+                    fields = parse_qsl(self.body().decode(), keep_blank_values=True, errors="werkzeug.url_quote")
+                except ValueError:
+                    fields = []
+            self.__dict__["_form_fields"] = fields
+        return fields
 
     def body(self):
         """The body its Content-Length announces, read from the server's stream as it is (waitress and gunicorn
@@ -103,11 +117,16 @@ class FormRequest(Request):
 class SecureResponse(Response):
     """Every response denies framing (clickjacking on consent) and sniffing; pages get a strict CSP with no
     form-action, which Chrome would apply to the consent form's redirect to the client's loopback port. The headers
-    join the list as it is sent: set one by one by an after_request hook, they cost every request about 4 µs."""
+    join the list as it is sent: set one by one by an after_request hook, they cost every request about 4 µs. So do
+    the no-store headers of a response whose caching is forbidden (oauth.forbid_caching)."""
+    caching_forbidden = False
 
     def get_wsgi_response(self, environ):
         body, status, headers = super().get_wsgi_response(environ)
-        return body, status, headers + (JSON_HEADERS if self.mimetype == "application/json" else PAGE_HEADERS)
+        headers += JSON_HEADERS if self.mimetype == "application/json" else PAGE_HEADERS
+        if self.caching_forbidden:
+            headers = [header for header in headers if header[0].lower() not in CACHING_HEADERS] + NO_STORE_HEADERS
+        return body, status, headers
 
 
 class JSONAnswers(DefaultJSONProvider):

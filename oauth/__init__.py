@@ -21,9 +21,9 @@ def is_machine_request():
 
 
 def forbid_caching(response):
-    """For responses that carry a code, a token or a secret (RFC 6749 §5.1)."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
+    """For responses that carry a code, a token or a secret (RFC 6749 §5.1): Cache-Control: no-store and
+    Pragma: no-cache, which the response adds as it is sent."""
+    response.caching_forbidden = True
     return response
 
 
@@ -101,10 +101,24 @@ def read_params(request):
         if body is None:
             raise OAuthError("invalid_request", "The body must be a JSON object")
         return body
-    if post and mimetype not in ("", "application/x-www-form-urlencoded"):
+    if post and mimetype == "application/x-www-form-urlencoded":
+        return as_params(request.form_fields())
+    if post and mimetype != "":
         raise OAuthError("invalid_request", "Send parameters as application/x-www-form-urlencoded")
-    source = request.args if request.method == "GET" else request.form
-    return {name: values[0] if len(values) == 1 else values for name, values in source.lists()}
+    return as_params((request.args if request.method == "GET" else request.form).items(multi=True))
+
+
+def as_params(fields):
+    """Name-value pairs as parameters: one value as it is, a repeated name's values as a list."""
+    params = {}
+    for name, value in fields:
+        if name not in params:
+            params[name] = value
+        elif isinstance(params[name], list):
+            params[name].append(value)
+        else:
+            params[name] = [params[name], value]
+    return params
 
 
 def is_parameter(value, longest=MAX_PARAMETER_LENGTH):

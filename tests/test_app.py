@@ -19,7 +19,7 @@ from werkzeug.wrappers import Request
 import app as app_module
 from app import create_app, instance_secret
 from models import absent_user_digest
-from oauth import MACHINE_ENDPOINTS
+from oauth import MACHINE_ENDPOINTS, forbid_caching, read_params
 from oauth.forms import check_form
 
 
@@ -118,6 +118,15 @@ def test_every_response_denies_framing_and_sniffing(client, path, csp):
     assert response.headers["Referrer-Policy"] == "same-origin"
     assert response.headers["Content-Security-Policy"].startswith(csp)
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_a_response_whose_caching_is_forbidden_carries_no_store_once(app):
+    """forbid_caching replaces any caching header a view set, as setting the headers would."""
+    with app.test_request_context("/oauth/token"):
+        response = app.make_response(({"access_token": "kf_at_x"}, {"Cache-Control": "max-age=60", "pragma": "x"}))
+        body, status, headers = forbid_caching(response).get_wsgi_response(request.environ)
+    assert [value for name, value in headers if name.lower() in ("cache-control", "pragma")] == ["no-store", "no-cache"]
+    assert ("X-Frame-Options", "DENY") in headers
 
 
 def test_cors_runs_only_for_requests_with_an_origin_and_only_on_machine_endpoints(client):
@@ -266,6 +275,17 @@ def test_a_body_is_read_whole_however_the_server_hands_it_over_or_whatever_read_
         assert made({**environ, "wsgi.input": Trickle(body)}).form.to_dict() == expected, made
         read_first = made({**environ, "wsgi.input": io.BytesIO(body)})
         assert read_first.get_data() == body and read_first.form.to_dict() == expected, made
+
+
+@pytest.mark.parametrize("form_first", [False, True])
+def test_oauth_parameters_and_the_form_are_the_same_fields_whichever_is_read_first(app, form_first):
+    body = b"scope=read&resource=a&resource=b&x=%41&empty="
+    with app.test_request_context("/oauth/token", method="POST", data=body,
+                                  content_type="application/x-www-form-urlencoded"):
+        form = request.form.to_dict(flat=False) if form_first else None
+        assert read_params(request) == {"scope": "read", "resource": ["a", "b"], "x": "A", "empty": ""}
+        expected = {"scope": ["read"], "resource": ["a", "b"], "x": ["A"], "empty": [""]}
+        assert request.form.to_dict(flat=False) == expected and form in (None, expected)
 
 
 def test_a_body_shorter_than_its_length_or_over_the_limit_is_refused(client):
