@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app, has_request_context, request
-from peewee import (BigIntegerField, BooleanField, CharField, DatabaseError, DatabaseProxy, ForeignKeyField,
-                    IntegerField, IntegrityError, InterfaceError, Model, TextField, fn)
+from peewee import (AutoField, BigIntegerField, BooleanField, CharField, DatabaseError, DatabaseProxy,
+                    ForeignKeyField, IntegerField, IntegrityError, InterfaceError, Model, TextField, fn)
 from werkzeug.security import check_password_hash
 
 db = DatabaseProxy()
@@ -258,15 +258,14 @@ def driver_errors():
     return peewee.__exception_wrapper__
 
 
-def stored_row(model, values):
+def stored_row(model, values, **related):
     """A model for a row read from the database, as peewee's own row readers make one: without computing the
-    defaults of fields (a Client's default is a fresh client_id). Values go into its data as they are, as peewee's
-    field accessors would put them, but a related row given as a model goes through its accessor."""
+    defaults of fields (a Client's default is a fresh client_id). Values become its data as they are, as peewee's
+    field accessors would put them; a related row, given as a model, goes through its accessor."""
     row = model(__no_default__=True)
-    row.__data__.update(values)
-    for name, value in values.items():
-        if isinstance(value, Model):
-            setattr(row, name, value)
+    row.__data__ = values
+    for name, value in related.items():
+        setattr(row, name, value)
     return row
 
 
@@ -290,15 +289,21 @@ class BaseModel(Model):
     def stored(cls, row):
         """A model for a row of every column in field order; only the values the driver may return as another type
         than the field's (SQLite's 0 and 1 for a boolean) are converted."""
-        return stored_row(cls, {name: convert(value) if convert and value is not None else value
-                                for (name, convert), value in zip(cls.readers(), row)})
+        names, converters = cls.readers()
+        values = dict(zip(names, row))
+        for name, convert in converters:
+            if values[name] is not None:
+                values[name] = convert(values[name])
+        return stored_row(cls, values)
 
     @classmethod
     @lru_cache(maxsize=None)
     def readers(cls):
-        native = (CharField, TextField, IntegerField, ForeignKeyField)  # str and int, as both drivers return them
-        return [(field.name, None if type(field) in native else field.python_value)
-                for field in cls._meta.sorted_fields]
+        """The fields' names in order, and the converters of those whose values the driver may return otherwise."""
+        native = (AutoField, BigIntegerField, CharField, TextField, IntegerField, ForeignKeyField)  # as both drivers return
+        fields = cls._meta.sorted_fields
+        return [field.name for field in fields], [(field.name, field.python_value) for field in fields
+                                                  if type(field) not in native]
 
     @classmethod
     @lru_cache(maxsize=None)
@@ -825,6 +830,9 @@ class Client(BaseModel):
 
 # ---- AccessToken, with the bearer lookup and spent codes -----------------------------------------------------
 
+BEARER_COLUMNS = "t.id, u.username, c.client_id, t.scope, t.resource, t.user_id, t.created_at, t.last_used_at"
+
+
 class BearerToken(NamedTuple):
     """What a presented access token grants: who, through which client, for what."""
     id: int
@@ -854,8 +862,7 @@ class AccessToken(BaseModel):
 
     MAX_LENGTH = 128
     USE_RECORDED_EVERY = 60
-    BEARER_SQL = {param: "SELECT t.id, u.username, c.client_id, t.scope, t.resource, t.user_id, t.created_at,"
-                         " t.last_used_at FROM access_tokens t JOIN users u ON u.id = t.user_id"
+    BEARER_SQL = {param: f"SELECT {BEARER_COLUMNS} FROM access_tokens t JOIN users u ON u.id = t.user_id"
                          f" LEFT JOIN clients c ON c.id = t.oauth_client_id WHERE t.digest = {param}"
                   for param in ("?", "%s")}
 
@@ -911,13 +918,46 @@ class AccessToken(BaseModel):
         minute. With idle_days, a token unused that long is refused and one in use expires that long after its last
         use. With audience (a test of the token's resource), a token for another resource is None, its use not
         recorded. Fixed SQL on the driver's cursor: every API call runs it; peewee's wrapper would double its cost."""
-        if not isinstance(token, str) or not token.startswith(SECRET) or len(token) > cls.MAX_LENGTH \
-                or not token.isascii():
+        stored = cls.stored_digest(token)
+        if stored is None:
             return None
         with driver_errors():
             cursor = db.cursor()
-            cursor.execute(cls.BEARER_SQL[db.param], (digest(token),))
+            cursor.execute(cls.BEARER_SQL[db.param], (stored,))
             row = cursor.fetchone()
+        return cls.presented(row, idle_days, address, at, audience)
+
+    @classmethod
+    def introspected_by(cls, client_id, token):
+        """The client of client_id and the row of BEARER_COLUMNS the token stands for, each None if not stored, in one
+        statement: a resource server introspects on each of its requests. Give the row to presented()."""
+        fields = len(Client._meta.sorted_fields)
+        with driver_errors():
+            cursor = db.cursor()
+            cursor.execute(cls.introspection_sql(db.param), (cls.stored_digest(token), client_id))
+            row = cursor.fetchone()
+        if row is None:
+            return None, None
+        return Client.stored(row[:fields]), row[fields:] if row[fields] is not None else None
+
+    @classmethod
+    @lru_cache(maxsize=None)
+    def introspection_sql(cls, param):
+        return (f"SELECT {Client.column_list()}, {BEARER_COLUMNS} FROM clients"
+                f" LEFT JOIN access_tokens t ON t.digest = {param} LEFT JOIN users u ON u.id = t.user_id"
+                f" LEFT JOIN clients c ON c.id = t.oauth_client_id WHERE clients.client_id = {param}")
+
+    @classmethod
+    def stored_digest(cls, token):
+        """The digest a presented token would be stored by, or None for what Keyfob never issues."""
+        if not isinstance(token, str) or not token.startswith(SECRET) or len(token) > cls.MAX_LENGTH \
+                or not token.isascii():
+            return None
+        return digest(token)
+
+    @classmethod
+    def presented(cls, row, idle_days=0, address=None, at=None, audience=None):
+        """The BearerToken for a row of BEARER_COLUMNS, else None; as authenticate() says."""
         if row is None:
             return None
         at, last_use = at or now(), row[7] or row[6]
@@ -1106,8 +1146,8 @@ class Session(BaseModel):
         user = User.stored(user_values)
         if not hmac.compare_digest(user_check, user.session_check):  # a sign-in that raced a password change
             return None
-        return stored_row(cls, {"id": session_id, "user": user, "user_check": user_check,
-                                "signed_in_at": signed_in_at, "confirmed_at": confirmed_at})
+        return stored_row(cls, {"id": session_id, "user_check": user_check, "signed_in_at": signed_in_at,
+                                "confirmed_at": confirmed_at}, user=user)
 
     def end(self):
         Session.delete().where(Session.id == self.id).execute()

@@ -15,10 +15,20 @@ BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 def authenticate_client(params):
     """The client a token, revocation or introspection request comes from (RFC 6749 §2.3, §3.2.1): a public
     client names itself, a confidential one proves its secret by Basic or in the body, and never by both (§2.3)."""
+    client_id, secret = client_credentials(params)
+    return proven_client(Client.find_by("client_id", client_id), secret)
+
+
+def client_credentials(params):
+    """(client_id, secret) as the request presents them; the secret is None or "" for a public client."""
     basic = uses_basic()
     require_one_method(params, basic)
-    client_id, secret = basic_credentials(params) if basic else body_credentials(params)
-    client = Client.find_by("client_id", client_id)
+    return basic_credentials(params) if basic else body_credentials(params)
+
+
+def proven_client(client, secret):
+    """The client found for the credentials, if the secret proves it; else invalid_client."""
+    basic = uses_basic()
     if client is None or not proves_identity(client, secret, basic):
         raise client_authentication_failed(basic)
     return client
@@ -31,7 +41,12 @@ def presents_client(params):
 
 def uses_basic():
     """Whether the request chose client_secret_basic, well-formed or not; the scheme is case-insensitive."""
-    return request.headers.get("Authorization", "").partition(" ")[0].lower() == "basic"
+    return authorization().partition(" ")[0].lower() == "basic"
+
+
+def authorization():
+    """The Authorization header, or "" (from the environ: request.headers builds a lookup for each question)."""
+    return request.environ.get("HTTP_AUTHORIZATION", "")
 
 
 def require_one_method(params, basic):
@@ -42,7 +57,7 @@ def require_one_method(params, basic):
 def basic_credentials(params):
     """(client_id, secret) from Authorization: Basic. Each half was form-urlencoded before the pair was
     base64-encoded (RFC 6749 §2.3.1, Appendix B), so the split is on the first colon and %3A decodes after it."""
-    encoded = request.headers["Authorization"].partition(" ")[2].strip()
+    encoded = authorization().partition(" ")[2].strip()
     try:
         client_id, secret = map(form_decode, base64.b64decode(encoded, validate=True).split(b":", 1))
     except ValueError:  # not base64, no colon, a bad %-escape, or not UTF-8

@@ -3,7 +3,7 @@ from flask import Blueprint
 
 from models import AccessToken
 from oauth import OAuthError, forbid_caching, idle_token_days, request_params
-from oauth.client_authentication import authenticate_client, client_authentication_failed, uses_basic
+from oauth.client_authentication import client_authentication_failed, client_credentials, proven_client, uses_basic
 from oauth.limits import limiter
 
 bp = Blueprint("introspections", __name__)
@@ -16,11 +16,13 @@ def create():
     """Tell a resource server what a token for it grants; any other token, or one that grants nothing, is just
     inactive (§2.2)."""
     params = request_params()
-    resource_server = authenticate_resource_server(params)
+    client_id, secret = client_credentials(params)
     token = params.get("token")
+    client, row = AccessToken.introspected_by(client_id, token)
+    resource_server = authenticate_resource_server(client, secret)
     if not isinstance(token, str) or not token:
         raise OAuthError("invalid_request", "Missing or malformed parameter: token")
-    bearer = AccessToken.authenticate(token, idle_token_days(), audience=resource_server.serves)
+    bearer = AccessToken.presented(row, idle_token_days(), audience=resource_server.serves)
     if bearer is None:
         return {"active": False}
     claims = {"active": True, "scope": bearer.scope, "client_id": bearer.client_id, "username": bearer.username,
@@ -29,11 +31,11 @@ def create():
     return {name: value for name, value in claims.items() if value is not None}
 
 
-def authenticate_resource_server(params):
+def authenticate_resource_server(client, secret):
     """The resource server asking, registered as one by the operator (RFC 7662 §2.1: the caller must be authorized,
     or anyone could probe tokens). An unknown client, a wrong secret, a public client and a client that serves no
     resource get one answer, so the endpoint tells nobody which client IDs exist or what kind they are."""
-    client = authenticate_client(params)
+    client = proven_client(client, secret)
     if client.resource_server is None:
         raise client_authentication_failed(uses_basic())
     return client

@@ -77,23 +77,26 @@ class ViewLimiter(Limiter):
             self.count(limits)
 
     def parse(self, callable_name):
+        """The view's limits in Flask-Limiter's order, each with its scope: a view serves one endpoint."""
         limits = sorted(self.limit_manager.decorated_limits(callable_name), key=lambda limit: limit.limit)
         for limit in limits:
-            if limit.methods or limit.per_method or limit.meta_limits or limit.on_breach or limit.cost != 1:
+            if limit.methods or limit.per_method or limit.meta_limits or limit.on_breach or limit.cost != 1 \
+                    or callable(limit.scope):
                 raise ValueError(f"{callable_name}: Keyfob's limiter does not count {limit.limit} as declared")
-        self.view_limits[callable_name] = limits
-        return limits
+        scoped = [(limit, limit.scope_for(request.endpoint, None)) for limit in limits]
+        self.view_limits[callable_name] = scoped
+        return scoped
 
     def count(self, limits):
         """Hit each limit that applies, in order, stopping at the first one breached (as Flask-Limiter does)."""
-        tested = []
-        for limit in limits:
+        tested, prefix = [], (self._key_prefix,) if self._key_prefix else ()
+        for limit, scope in limits:
             if limit.exempt_when and limit.exempt_when():
                 continue
             key = limit.key_func()
             if not key:
                 continue
-            args = (self._key_prefix, key, limit.scope_for(request.endpoint, None))[0 if self._key_prefix else 1:]
+            args = (*prefix, key, scope)
             if limit.deduct_when:
                 tested.append((limit, args))
             if not (self.limiter.test if limit.deduct_when else self.limiter.hit)(limit.limit, *args):
