@@ -1090,15 +1090,21 @@ class RedeemedCode(BaseModel):
     jti = CharField(max_length=64, primary_key=True)
     redeemed_at = IntegerField(default=now, index=True)
 
+    swept_at = 0  # when this process last forgot jtis
+
     class Meta:
         table_name = "redeemed_codes"
 
     @classmethod
     def spend(cls, jti, at=None):
-        """Record the jti, or raise IntegrityError if it was spent; forget jtis of codes long expired.
-        Fixed SQL: every code redeemed runs it."""
+        """Record the jti, or raise IntegrityError if it was spent. Fixed SQL: every code redeemed runs it.
+        The jtis of codes expired a lifetime ago are forgotten at most once a lifetime by each process, not by every
+        redemption (a statement of each token request)."""
         at = at or now()
-        db.execute_sql(f"DELETE FROM redeemed_codes WHERE redeemed_at < {db.param}", (at - 2 * AuthorizationCode.TTL,))
+        if not 0 <= at - cls.swept_at < AuthorizationCode.TTL:
+            db.execute_sql(f"DELETE FROM redeemed_codes WHERE redeemed_at < {db.param}",
+                           (at - 2 * AuthorizationCode.TTL,))
+            cls.swept_at = at
         db.execute_sql(f"INSERT INTO redeemed_codes (jti, redeemed_at) VALUES ({db.param}, {db.param})", (jti, at))
 
 

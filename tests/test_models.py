@@ -205,12 +205,15 @@ def test_a_code_stays_spent_after_its_token_is_revoked(user, oauth_client):
     assert AccessToken.redeem(code, user, oauth_client) is None and AccessToken.select().count() == 0
 
 
-def test_spent_codes_are_forgotten_only_after_two_code_lifetimes(app):
+def test_spent_codes_are_forgotten_only_after_two_code_lifetimes_and_once_a_lifetime(app):
     RedeemedCode.spend("old", at=1_000)
-    RedeemedCode.spend("recent", at=1_100)
+    RedeemedCode.spend("recent", at=1_100)  # forgets nothing: "old" is younger than two lifetimes
+    RedeemedCode.spend("newer", at=1_159)  # nor within a lifetime of the last forgetting
+    assert [row.jti for row in RedeemedCode.select().order_by(RedeemedCode.redeemed_at)] == ["old", "recent", "newer"]
+    RedeemedCode.spend("newest", at=1_160)
     with pytest.raises(IntegrityError):
-        RedeemedCode.spend("recent", at=1_121)
-    assert [row.jti for row in RedeemedCode.select()] == ["recent"]
+        RedeemedCode.spend("recent", at=1_161)
+    assert [row.jti for row in RedeemedCode.select().order_by(RedeemedCode.redeemed_at)] == ["recent", "newer", "newest"]
 
 
 def test_revoke_lets_anyone_revoke_a_personal_token_but_only_the_client_its_own(user, oauth_client, other_oauth_client):
