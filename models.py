@@ -300,7 +300,7 @@ class BaseModel(Model):
     @lru_cache(maxsize=None)
     def readers(cls):
         """The fields' names in order, and the converters of those whose values the driver may return otherwise."""
-        native = (AutoField, BigIntegerField, CharField, TextField, IntegerField, ForeignKeyField)  # as both drivers return
+        native = (AutoField, BigIntegerField, CharField, TextField, IntegerField, ForeignKeyField)  # str or int
         fields = cls._meta.sorted_fields
         return [field.name for field in fields], [(field.name, field.python_value) for field in fields
                                                   if type(field) not in native]

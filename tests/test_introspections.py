@@ -85,6 +85,7 @@ def test_only_a_resource_server_may_introspect_and_every_other_caller_reads_the_
     assert {(answer.status_code, answer.data, answer.headers.get("WWW-Authenticate")) for answer in answers} == {
         (401 if basic else 400, answers[0].data, 'Basic realm="http://localhost"' if basic else None)}
     assert answers[0].json == REFUSED
+    assert AccessToken.get(AccessToken.resource == NOTES).last_used_at is None  # a refused caller is no use of it
     assert introspect_as(client, resource_server.client_id, resource_server.secret, token, basic).json["active"]
 
 
