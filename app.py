@@ -81,8 +81,8 @@ class FormRequest(Request):
                              files=self.parameter_storage_class())
 
     def form_fields(self):
-        """A urlencoded body's (name, value) pairs in order, read once: request.form is made of them, and the
-        OAuth endpoints read them without it."""
+        """A urlencoded body's (name, value) pairs, read once: request.form is made of them, and the OAuth
+        endpoints read them without it (in the body's order, or by name if request.form was set first)."""
         fields = self.__dict__.get("_form_fields")
         if fields is None:
             if "form" in self.__dict__:
