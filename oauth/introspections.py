@@ -10,8 +10,16 @@ bp = Blueprint("introspections", __name__)
 bp.after_request(forbid_caching)
 
 
+def refused_caller(response):
+    """Only the caller's failed authentication counts against its address. The tokens it asks about come from
+    strangers, who must not use up a resource server's allowance with made-up tokens or empty ones: a resource server
+    that introspects every request it serves is never limited."""
+    return response.status_code == 401 or response.status_code == 400 \
+        and (response.get_json(silent=True) or {}).get("error") == "invalid_client"
+
+
 @bp.post("/oauth/introspection")
-@limiter.limit("600/minute")
+@limiter.limit("10/minute", deduct_when=refused_caller)
 def create():
     """Tell a resource server what a token for it grants; any other token, or one that grants nothing, is just
     inactive (§2.2)."""
@@ -39,3 +47,4 @@ def authenticate_resource_server(client, secret):
     if client.resource_server is None:
         raise client_authentication_failed(uses_basic())
     return client
+

@@ -21,16 +21,17 @@ def resource_server(app):
     return Client.registered_by_operator("notes-server", [], resource_server=NOTES)
 
 
-def introspect(client, resource_server, token, secret=None):
-    return introspect_as(client, resource_server.client_id, secret or resource_server.secret, token)
+def introspect(client, resource_server, token, secret=None, **options):
+    return introspect_as(client, resource_server.client_id, secret or resource_server.secret, token, **options)
 
 
-def introspect_as(client, client_id, secret, token, basic=True):
+def introspect_as(client, client_id, secret, token, basic=True, **options):
     if not basic:
         return client.post("/oauth/introspection",
-                           data={"token": token, "client_id": client_id, "client_secret": secret})
+                           data={"token": token, "client_id": client_id, "client_secret": secret}, **options)
     credentials = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-    return client.post("/oauth/introspection", data={"token": token}, headers={"Authorization": f"Basic {credentials}"})
+    return client.post("/oauth/introspection", data={"token": token}, headers={"Authorization": f"Basic {credentials}"},
+                       **options)
 
 
 def test_introspection_describes_an_active_token(client, resource_server, user, oauth_client):
@@ -178,3 +179,28 @@ class TestIdleTokensExpire:
 def test_without_idle_days_tokens_have_no_expiry_to_tell(client, resource_server, user, oauth_client):
     body = introspect(client, resource_server, AccessToken.issue(user, oauth_client, resource=NOTES).token).json
     assert "exp" not in body and body["iat"]
+
+
+class TestRateLimit:
+    """Only failed client authentication counts: a resource server asks about whatever tokens strangers send it."""
+
+    @pytest.fixture
+    def config(self, config):
+        return {**config, "RATELIMIT_ENABLED": True}
+
+    def test_a_resource_server_asking_about_any_tokens_is_never_limited(self, client, resource_server, user,
+                                                                          oauth_client):
+        token = AccessToken.issue(user, oauth_client, resource=NOTES).token
+        asked = [token, "kf_at_made_up", "", "garbage"] * 160  # past the 600 a minute the address once had
+        answers = [introspect(client, resource_server, each).status_code for each in asked]
+        assert set(answers) == {200, 400} and answers.count(400) == 160  # an empty token is invalid_request
+        assert introspect(client, resource_server, token).json["active"] is True
+
+    @pytest.mark.parametrize("basic", [True, False], ids=["client_secret_basic", "client_secret_post"])
+    def test_ten_failed_authentications_a_minute_per_address(self, client, resource_server, basic):
+        wrong = [introspect_as(client, resource_server.client_id, "wrong", "kf_at_x", basic) for _ in range(10)]
+        assert {answer.json["error"] for answer in wrong} == {"invalid_client"}
+        refused = introspect(client, resource_server, "kf_at_x")  # the right secret, from the same address
+        assert refused.status_code == 429 and refused.json["error"] == "slow_down" and refused.headers["Retry-After"]
+        other_address = introspect(client, resource_server, "kf_at_x", environ_base={"REMOTE_ADDR": "10.0.0.2"})
+        assert other_address.json == {"active": False}
