@@ -179,6 +179,13 @@ class Counts(Storage):
             self.counts.pop(key, None)
 
 
+def refused(response):
+    """What the token and revocation endpoints count against an address: their refusals. An exchange spends a code
+    a person approved and revocation answers the same for any token, so clients behind one address (an office, an
+    MCP server passing /token through) are never limited for working, and guessing still is."""
+    return response.status_code >= 400
+
+
 def address_bucket():
     """Whom a per-address limit counts: the address, or an IPv6 address's /64, which one host or home usually
     has whole (each of its addresses counted alone would multiply every limit by 2^64); an IPv4 client that

@@ -4,13 +4,13 @@ from flask import Blueprint
 from models import OAUTH_TOKEN, AccessToken
 from oauth import OAuthError, request_params, require_params
 from oauth.client_authentication import authenticate_client, presents_client
-from oauth.limits import limiter
+from oauth.limits import limiter, refused
 
 bp = Blueprint("revocations", __name__)
 
 
 @bp.post("/oauth/revocation")
-@limiter.limit("20/minute")
+@limiter.limit("20/minute", deduct_when=refused)
 def create():
     """Revoke a token: a personal one by whoever holds it, an OAuth one only by the client it was issued to;
     client credentials, beside any token, must authenticate."""

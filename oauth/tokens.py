@@ -6,7 +6,7 @@ from flask import Blueprint
 from models import AccessToken, AuthorizationCode, User
 from oauth import OAuthError, find_resource, forbid_caching, optional_param, request_params, require_params
 from oauth.client_authentication import authenticate_client
-from oauth.limits import limiter
+from oauth.limits import limiter, refused
 
 bp = Blueprint("tokens", __name__)
 bp.after_request(forbid_caching)
@@ -14,7 +14,7 @@ bp.after_request(forbid_caching)
 
 @bp.post("/token")  # where clients that ignore the metadata look (README: compatibility)
 @bp.post("/oauth/token")
-@limiter.limit("20/minute")
+@limiter.limit("20/minute", deduct_when=refused)
 def create():
     """Exchange an authorization code for a bearer token (RFC 6749 §4.1.3, RFC 7636 §4.6)."""
     params = request_params()

@@ -58,6 +58,8 @@ class TestRateLimit:
     def config(self, config):
         return {**config, "RATELIMIT_ENABLED": True}
 
-    def test_revocation_allows_20_a_minute_per_address(self, client):
-        answers = [revoke(client, token="kf_pat_unknown") for _ in range(21)]
-        assert [answer.status_code for answer in answers] == [200] * 20 + [429]
+    def test_revocation_allows_20_refused_a_minute_per_address_and_any_number_answered(self, client):
+        answered = [revoke(client, token="kf_pat_unknown") for _ in range(25)]
+        refused = [revoke(client, token="kf_at_unnamed_client") for _ in range(21)]  # no client_id: invalid_request
+        assert {answer.status_code for answer in answered} == {200}
+        assert [answer.status_code for answer in refused] == [400] * 20 + [429]

@@ -171,7 +171,15 @@ class TestRateLimit:
     def config(self, config):
         return {**config, "RATELIMIT_ENABLED": True}
 
-    def test_token_endpoint_allows_20_requests_a_minute_per_address(self, client):
+    def test_exchanges_are_never_limited_for_succeeding(self, client, seal, oauth_client, pkce):
+        """Clients behind one address (an office, an MCP server passing /token through) each exchange a code."""
+        exchange = {"grant_type": "authorization_code", "client_id": oauth_client.client_id,
+                    "code_verifier": pkce[0], "redirect_uri": REDIRECT_URI}
+        answers = [client.post("/oauth/token", data={**exchange, "code": seal()}) for _ in range(25)]
+        assert {answer.status_code for answer in answers} == {200}
+        self.test_token_endpoint_allows_20_refused_requests_a_minute_per_address(client)
+
+    def test_token_endpoint_allows_20_refused_requests_a_minute_per_address(self, client):
         answers = [client.post("/oauth/token", data={"grant_type": "authorization_code"}) for _ in range(21)]
         assert {answer.status_code for answer in answers[:20]} == {400}
         assert answers[20].status_code == 429 and answers[20].json["error"] == "slow_down"
