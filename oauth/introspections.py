@@ -47,4 +47,3 @@ def authenticate_resource_server(client, secret):
     if client.resource_server is None:
         raise client_authentication_failed(uses_basic())
     return client
-
