@@ -258,6 +258,14 @@ def driver_errors():
     return peewee.__exception_wrapper__
 
 
+def fetch_one(sql, params):
+    """The first row a fixed statement answers, or None, on the driver's cursor: the request path's lookups."""
+    with driver_errors():
+        cursor = db.cursor()
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 def stored_row(model, values, **related):
     """A model for a row read from the database, as peewee's own row readers make one: without computing the
     defaults of fields (a Client's default is a fresh client_id). Values become its data as they are, as peewee's
@@ -279,10 +287,7 @@ class BaseModel(Model):
     def find_by(cls, column, value):
         """The row whose unique column holds value, or None. Fixed SQL on the driver's cursor: every request looks
         one up, and peewee's query and row wrappers would more than double its cost."""
-        with driver_errors():
-            cursor = db.cursor()
-            cursor.execute(cls.lookup_sql(column, db.param), (value,))
-            row = cursor.fetchone()
+        row = fetch_one(cls.lookup_sql(column, db.param), (value,))
         return None if row is None else cls.stored(row)
 
     @classmethod
@@ -921,21 +926,14 @@ class AccessToken(BaseModel):
         stored = cls.stored_digest(token)
         if stored is None:
             return None
-        with driver_errors():
-            cursor = db.cursor()
-            cursor.execute(cls.BEARER_SQL[db.param], (stored,))
-            row = cursor.fetchone()
-        return cls.presented(row, idle_days, address, at, audience)
+        return cls.presented(fetch_one(cls.BEARER_SQL[db.param], (stored,)), idle_days, address, at, audience)
 
     @classmethod
     def introspected_by(cls, client_id, token):
         """The client of client_id and the row of BEARER_COLUMNS the token stands for, each None if not stored, in one
         statement: a resource server introspects on each of its requests. Give the row to presented()."""
         fields = len(Client._meta.sorted_fields)
-        with driver_errors():
-            cursor = db.cursor()
-            cursor.execute(cls.introspection_sql(db.param), (cls.stored_digest(token), client_id))
-            row = cursor.fetchone()
+        row = fetch_one(cls.introspection_sql(db.param), (cls.stored_digest(token), client_id))
         if row is None:
             return None, None
         return Client.stored(row[:fields]), row[fields:] if row[fields] is not None else None
@@ -1138,14 +1136,10 @@ class Session(BaseModel):
         """The live session this cookie token names, with its user, else None. Fixed SQL: every page asks."""
         if not isinstance(token, str) or len(token) != 43:
             return None
-        with driver_errors():
-            cursor = db.cursor()
-            cursor.execute(
-                f"SELECT sessions.id, sessions.user_check, sessions.signed_in_at, sessions.confirmed_at,"
-                f" {User.column_list()} FROM sessions JOIN users ON users.id = sessions.user_id"
-                f" WHERE sessions.token_digest = {db.param} AND sessions.signed_in_at > {db.param}",
-                (digest(token), (at or now()) - cls.LIFETIME))
-            row = cursor.fetchone()
+        row = fetch_one(f"SELECT sessions.id, sessions.user_check, sessions.signed_in_at, sessions.confirmed_at,"
+                        f" {User.column_list()} FROM sessions JOIN users ON users.id = sessions.user_id"
+                        f" WHERE sessions.token_digest = {db.param} AND sessions.signed_in_at > {db.param}",
+                        (digest(token), (at or now()) - cls.LIFETIME))
         if row is None:
             return None
         session_id, user_check, signed_in_at, confirmed_at, *user_values = row
